@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", antenna_operator::crd_yaml());
+}
