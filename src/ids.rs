@@ -123,7 +123,9 @@ impl IdAllocator {
             }
             Some(mut cm) => {
                 cm.data = Some(data);
-                self.api.replace(&self.name, &PostParams::default(), &cm).await?;
+                self.api
+                    .replace(&self.name, &PostParams::default(), &cm)
+                    .await?;
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ pub const MANAGER: &str = "antenna-operator";
 /// A batch job of the insect-monitoring platform (a sync of captures, an ML pipeline run,
 /// an export...). The operator runs it through batch Pods and reports its progress in the
 /// status; the REST facade serves it at /api/v2/jobs/{status.id}/.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "antenna.insectai.org",
     version = "v1alpha1",
@@ -54,6 +54,7 @@ pub const MANAGER: &str = "antenna-operator";
 pub struct CaptureJobSpec {
     /// Display name of the job, 1 to 255 characters.
     #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("!self.matches('^\\\\s*$')").message("spec.name must not be blank"))]
     pub name: String,
 
     /// Kind of work: ml, data_storage_sync, populate_captures_collection, regroup_events,
@@ -61,7 +62,8 @@ pub struct CaptureJobSpec {
     #[serde(default)]
     pub job_type: JobType,
 
-    /// The project the job belongs to.
+    /// The project the job belongs to (its id cannot change).
+    #[x_kube(validation = Rule::new("self.id == oldSelf.id").message("spec.project.id is immutable"))]
     pub project: ProjectRef,
 
     /// The deployment (station) whose captures the job works on, if any.
@@ -106,6 +108,7 @@ pub struct CaptureJobSpec {
     /// The attempt number. Raising it starts a fresh attempt with reset progress.
     #[serde(default = "default_attempt")]
     #[schemars(range(min = 1, max = 1000000))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.attempt may only be raised"))]
     pub attempt: i64,
 
     /// Captures per batch Pod; defaults to the operator's --default-batch-size.
@@ -299,7 +302,20 @@ pub struct PodTemplateOverride {
 }
 
 /// The states of a job, with the names of the old API.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
     /// Created, not queued (spec.start is false).
@@ -354,7 +370,10 @@ impl JobState {
 
     /// SUCCESS, FAILURE and REVOKED: nothing but a new attempt leaves them.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Success | JobState::Failure | JobState::Revoked)
+        matches!(
+            self,
+            JobState::Success | JobState::Failure | JobState::Revoked
+        )
     }
 }
 
@@ -534,6 +553,12 @@ pub struct WorkUnit {
     /// Phase.
     #[serde(default)]
     pub phase: UnitPhase,
+    /// The Pod of the current try has been seen in the cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seen: bool,
+    /// When the Pod of the current try was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
     /// When the last try failed (for the backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<Time>,
