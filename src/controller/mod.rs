@@ -71,6 +71,7 @@ pub struct Config {
 #[derive(Default)]
 pub struct PodIndex {
     inner: RwLock<PodMaps>,
+    synced: std::sync::atomic::AtomicBool,
 }
 
 type PodsByOwner = HashMap<(String, String), BTreeMap<String, Arc<Pod>>>;
@@ -106,6 +107,8 @@ impl PodIndex {
                 if let Some(re) = m.relist.take() {
                     m.live = re;
                 }
+                self.synced
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
             watcher::Event::Apply(p) => {
                 if let Some(k) = owner_key(p) {
@@ -126,6 +129,12 @@ impl PodIndex {
                 }
             }
         }
+    }
+
+    /// Whether the first full list of Pods has arrived (before it, a missing Pod means
+    /// nothing).
+    pub fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The Pods of job `name` in `ns`.
@@ -281,6 +290,10 @@ pub async fn reconcile(job: Arc<CaptureJob>, ctx: Arc<Context>) -> Result<Action
 async fn reconcile_inner(job: Arc<CaptureJob>, ctx: &Context) -> Result<Action, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    if !ctx.pods.synced() {
+        // Planning without the Pods would take Pods that exist for lost ones.
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();

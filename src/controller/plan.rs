@@ -589,7 +589,7 @@ fn run_stages(cx: &mut Ctx, pods: &[PodObs]) {
         if cx.st.progress.stages[i].status == JobState::Success {
             continue;
         }
-        let done = run_stage(cx, i, def, pods, &mut running_slots);
+        let done = run_stage(cx, i, def, pods, &mut running_slots, true);
         fold_params(cx, i, def);
         if !done || cx.st.state.is_final() {
             break;
@@ -624,7 +624,14 @@ fn run_stages(cx: &mut Ctx, pods: &[PodObs]) {
 }
 
 /// Advances one stage; true when all of its work is done.
-fn run_stage(cx: &mut Ctx, i: usize, def: &StageDef, pods: &[PodObs], slots: &mut i64) -> bool {
+fn run_stage(
+    cx: &mut Ctx,
+    i: usize,
+    def: &StageDef,
+    pods: &[PodObs],
+    slots: &mut i64,
+    again: bool,
+) -> bool {
     if def.work == Work::Fold {
         return true;
     }
@@ -703,8 +710,13 @@ fn run_stage(cx: &mut Ctx, i: usize, def: &StageDef, pods: &[PodObs], slots: &mu
         .iter()
         .filter(|u| u.unit != "d" && u.unit != "s")
         .collect();
+    let batched = matches!(def.work, Work::Batched { .. });
+    if batched && again && batches.is_empty() && unit_done(&cx.st, def.key, "d") {
+        // The discovery finished in this pass: plan and start the batches now.
+        return run_stage(cx, i, def, pods, slots, false);
+    }
     let done = units.iter().all(|u| u.phase == UnitPhase::Succeeded)
-        && (!matches!(def.work, Work::Batched { .. }) || cx.st.total.is_some());
+        && (!batched || !batches.is_empty() || cx.st.total == Some(0));
     // Stage progress: share of the batches done (a stage without batches: 0 or 1).
     let progress = if batches.is_empty() {
         if done {

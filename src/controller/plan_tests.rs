@@ -203,6 +203,22 @@ fn seed_sync_job_runs_its_two_stages_to_success() {
     assert_eq!(st.progress.summary.status, JobState::Success);
     assert_eq!(st.progress.summary.progress, 1.0);
     assert_eq!(s.param("data_storage_sync", "total_files"), 100);
+    let units: Vec<_> = s
+        .created
+        .iter()
+        .map(|r| (r.stage.as_str(), r.unit.as_str(), r.count))
+        .collect();
+    assert_eq!(
+        units,
+        [
+            ("data_storage_sync", "d", 0),
+            ("data_storage_sync", "0", 25),
+            ("data_storage_sync", "1", 25),
+            ("data_storage_sync", "2", 25),
+            ("data_storage_sync", "3", 25),
+            ("regroup_sessions", "s", 100)
+        ]
+    );
     assert_eq!(s.param("data_storage_sync", "failed"), 0);
     assert_eq!(s.stage("regroup_sessions").params.len(), 7);
     assert!(st.started_at.is_some() && st.finished_at.is_some());
