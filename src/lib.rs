@@ -1,6 +1,7 @@
 //! antenna-operator: runs the batch jobs of an insect-monitoring platform as CaptureJob
 //! objects on Kubernetes and serves them at the old `/api/v2/jobs/` REST view.
 
+pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod health;
