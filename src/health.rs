@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use kube::runtime::reflector::Store;
 
+use crate::api::ApiState;
 use crate::crd::CaptureJob;
 use crate::metrics::Metrics;
 
@@ -16,17 +17,22 @@ use crate::metrics::Metrics;
 struct HealthState {
     metrics: Arc<Metrics>,
     jobs: Store<CaptureJob>,
+    facade: Option<ApiState>,
 }
 
 /// The router: `/metrics` (Prometheus text), `/healthz` (the process serves), `/readyz`
-/// (the job cache holds its first full list; a replica waiting for the lease is ready too,
+/// (the job cache, and the facade's namespace cache where it runs, hold their first list; a replica waiting for the lease is ready too,
 /// as it serves the facade from its cache).
-pub fn router(metrics: Arc<Metrics>, jobs: Store<CaptureJob>) -> Router {
+pub fn router(metrics: Arc<Metrics>, jobs: Store<CaptureJob>, facade: Option<ApiState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(HealthState { metrics, jobs })
+        .with_state(HealthState {
+            metrics,
+            jobs,
+            facade,
+        })
 }
 
 async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
@@ -43,7 +49,8 @@ async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
     // A follower (waiting for the lease) is ready: it serves the facade from its cache.
-    let cache_ready = s.jobs.wait_until_ready().now_or_never_ready();
+    let cache_ready = s.jobs.wait_until_ready().now_or_never_ready()
+        && s.facade.as_ref().is_none_or(|f| f.is_ready());
     if cache_ready {
         (StatusCode::OK, "ok")
     } else {

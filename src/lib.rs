@@ -30,7 +30,10 @@ mod tests {
             if let Some(props) = v["properties"].as_object() {
                 for (k, p) in props {
                     let here = format!("{path}.{k}");
-                    if p["description"].as_str().is_none_or(|d| d.trim().is_empty()) {
+                    if p["description"]
+                        .as_str()
+                        .is_none_or(|d| d.trim().is_empty())
+                    {
                         missing.push(here.clone());
                     }
                     // Our own types fully; Kubernetes' own types (template.*) as k8s-openapi documents them.
@@ -41,7 +44,10 @@ mod tests {
             }
         }
         walk("spec", spec, &mut missing, 0);
-        assert!(missing.is_empty(), "fields without a description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
     }
 
     #[test]

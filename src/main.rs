@@ -13,6 +13,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use antenna_operator::api;
 use antenna_operator::controller::{
     self, plan::Defaults, pods::PodDefaults, Config, Context, JobFeed, PodIndex,
 };
@@ -259,35 +260,38 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
         Ok::<(), anyhow::Error>(())
     });
 
-    // Metrics, health, readiness.
-    {
-        let metrics = metrics.clone();
-        let reader = reader.clone();
-        let addr = o.metrics_addr;
-        let stop = stopped();
-        tasks.spawn(async move {
-            let app = antenna_operator::health::router(metrics, reader);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?;
-            info!(%addr, "metrics and health");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await?;
-            Ok(())
-        });
-    }
-
+    let mut facade_state: Option<api::ApiState> = None;
     if with_api {
         let addr = o.api_addr;
         let stop = stopped();
-        let app = facade(&o, client.clone(), reader.clone(), ids.clone()).await?;
+        let (app, state) = facade(&o, client.clone(), reader.clone(), ids.clone())?;
+        facade_state = Some(state);
         tasks.spawn(async move {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             info!(%addr, "REST facade");
             axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(stop)
+                .await?;
+            Ok(())
+        });
+    }
+
+    // Metrics, health, readiness.
+    {
+        let metrics = metrics.clone();
+        let reader = reader.clone();
+        let facade_state = facade_state.clone();
+        let addr = o.metrics_addr;
+        let stop = stopped();
+        tasks.spawn(async move {
+            let app = antenna_operator::health::router(metrics, reader, facade_state);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            info!(%addr, "metrics and health");
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await?;
             Ok(())
@@ -303,6 +307,7 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
             ids: ids.clone(),
             recorder: controller::recorder(client.clone()),
             metrics: metrics.clone(),
+            refusals: Default::default(),
         });
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
@@ -373,12 +378,22 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "antenna-operator".into())
 }
 
-/// The REST facade's router.
-async fn facade(
-    _o: &Opts,
-    _client: Client,
-    _jobs: reflector::Store<CaptureJob>,
-    _ids: Arc<IdAllocator>,
-) -> anyhow::Result<axum::Router> {
-    Ok(axum::Router::new())
+/// The REST facade's router and state (its namespace cache is driven by a spawned task).
+fn facade(
+    o: &Opts,
+    client: Client,
+    jobs: reflector::Store<CaptureJob>,
+    ids: Arc<IdAllocator>,
+) -> anyhow::Result<(axum::Router, api::ApiState)> {
+    let config = api::ApiConfig {
+        public_url: o.public_url.clone(),
+        default_namespace: o.default_namespace.clone(),
+        anonymous_reads: o.anonymous_reads,
+        ..api::ApiConfig::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let (namespaces, drive) = api::namespace_reflector(client.clone());
+    tokio::spawn(drive);
+    let state = api::ApiState::from_client(config, jobs, namespaces, client, ids);
+    Ok((api::router(state.clone()), state))
 }

@@ -163,6 +163,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Pod creates the API server refused, by job uid, until the next plan reports them.
+    pub refusals: Mutex<HashMap<String, String>>,
 }
 
 /// Drops what the operator never reads from cached objects (managedFields, the
@@ -340,6 +342,15 @@ async fn apply(job: &CaptureJob, id: i64, plan: Plan, ctx: &Context) -> Result<A
             }
             // The same try already has its Pod: never a second one.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
+            // Refused for good (admission, validation, Pod Security): report it on the job.
+            Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                warn!(job = %name, error = %e.message, "Pod refused");
+                ctx.refusals
+                    .lock()
+                    .expect("refusals lock")
+                    .insert(job.uid().unwrap_or_default(), e.message.clone());
+                return Ok(Action::requeue(Duration::from_millis(100)));
+            }
             Err(e) => return Err(e.into()),
         }
     }

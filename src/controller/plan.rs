@@ -315,6 +315,21 @@ pub fn plan(
     d: &Defaults,
     now: Timestamp,
 ) -> Plan {
+    plan_with_refusal(job, pods, id, admission, d, now, None)
+}
+
+/// [`plan`], told that the API server refused to create one of the job's Pods (an
+/// admission or validation error that the same spec will meet again): the attempt fails
+/// with reason PodCreateRefused and the server's message.
+pub fn plan_with_refusal(
+    job: &CaptureJob,
+    pods: &[PodObs],
+    id: Option<i64>,
+    admission: Admission,
+    d: &Defaults,
+    now: Timestamp,
+    refusal: Option<&str>,
+) -> Plan {
     let mut cx = Ctx {
         job,
         now,
@@ -323,7 +338,7 @@ pub fn plan(
         plan: Plan::default(),
         wake: None,
     };
-    step(&mut cx, pods, id, admission);
+    step(&mut cx, pods, id, admission, refusal);
     let mut plan = cx.plan;
     cx.st.observed_generation = job.metadata.generation;
     cx.st.progress.summary.status = cx.st.state;
@@ -336,7 +351,13 @@ pub fn plan(
     plan
 }
 
-fn step(cx: &mut Ctx, pods: &[PodObs], id: Option<i64>, admission: Admission) {
+fn step(
+    cx: &mut Ctx,
+    pods: &[PodObs],
+    id: Option<i64>,
+    admission: Admission,
+    refusal: Option<&str>,
+) {
     let spec = &cx.job.spec;
     if cx.st.id.is_none() {
         cx.st.id = id;
@@ -501,6 +522,11 @@ fn step(cx: &mut Ctx, pods: &[PodObs], id: Option<i64>, admission: Admission) {
         cx.log("INFO", "A slot is free: starting");
     }
 
+    if let Some(msg) = refusal {
+        let m = format!("The API server refused to create a Pod of job {job_id}: {msg}");
+        cx.fail("PodCreateRefused", &m, &pods);
+        return;
+    }
     run_stages(cx, &pods);
     if cx.st.state.is_final() {
         return;

@@ -680,3 +680,26 @@ fn human_durations_read_like_the_old_logs() {
     assert_eq!(human(SignedDuration::from_secs(3661)), "1 hour, 1 minute");
     assert_eq!(human(SignedDuration::from_secs(0)), "0 seconds");
 }
+
+#[test]
+fn a_refused_pod_fails_the_job_with_the_servers_message() {
+    let s = Sim::new(ml_spec());
+    let msg = "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\"";
+    let p = plan_with_refusal(
+        &s.job,
+        &[],
+        Some(630),
+        Admission::Admitted,
+        &s.d,
+        s.now,
+        Some(msg),
+    );
+    assert_eq!(p.status.state, JobState::Failure);
+    assert!(p
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == cond::FAILED && c.reason == "PodCreateRefused"));
+    assert!(p.status.logs.stderr[0].contains("violates PodSecurity"));
+    assert!(p.create.is_empty());
+}

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, Pod, PodSecurityContext, PodSpec, SeccompProfile,
+    SecurityContext,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -304,6 +307,16 @@ pub fn build_pod(job: &CaptureJob, id: i64, req: &PodRequest, defaults: &PodDefa
                 resources: tpl.resources.clone(),
                 volume_mounts: tpl.volume_mounts.clone(),
                 termination_message_path: Some("/dev/termination-log".into()),
+                // The "restricted" Pod Security Standard, so that jobs run in hardened
+                // namespaces; the worker image runs as a non-root user.
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: None,
+                    }),
+                    ..Default::default()
+                }),
                 termination_message_policy: Some("File".into()),
                 ..Default::default()
             }],
@@ -313,6 +326,14 @@ pub fn build_pod(job: &CaptureJob, id: i64, req: &PodRequest, defaults: &PodDefa
             automount_service_account_token: Some(tpl.service_account_name.is_some()),
             service_account_name: tpl.service_account_name.clone(),
             enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         status: None,
@@ -322,7 +343,7 @@ pub fn build_pod(job: &CaptureJob, id: i64, req: &PodRequest, defaults: &PodDefa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CaptureJobSpec, JobType, ProjectRef};
+    use crate::crd::CaptureJobSpec;
 
     fn job() -> CaptureJob {
         let spec: CaptureJobSpec = serde_json::from_value(serde_json::json!({
@@ -359,10 +380,17 @@ mod tests {
     fn pod_snapshot() {
         let pod = build_pod(&job(), 630, &req(), &PodDefaults::default());
         let yaml = serde_yaml::to_string(&pod).unwrap();
-        let expected = include_str!("snapshots/pod.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/controller/snapshots/pod.yaml"
+        );
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &yaml).unwrap();
+        }
+        let expected = std::fs::read_to_string(path).unwrap();
         assert_eq!(
             yaml, expected,
-            "Pod changed; if intended, update src/controller/snapshots/pod.yaml:\n{yaml}"
+            "Pod changed; if intended, run with UPDATE_SNAPSHOTS=1:\n{yaml}"
         );
     }
 
@@ -413,7 +441,5 @@ mod tests {
         let o = observe(&pod).unwrap();
         assert!(o.unschedulable);
         assert!(o.waiting.unwrap().starts_with("0/4 nodes are available"));
-        let _ = JobType::Ml;
-        let _ = ProjectRef { id: 1, name: None };
     }
 }
