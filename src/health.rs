@@ -17,13 +17,19 @@ use crate::metrics::Metrics;
 struct HealthState {
     metrics: Arc<Metrics>,
     jobs: Store<CaptureJob>,
+    synced: tokio::sync::watch::Receiver<bool>,
     facade: Option<ApiState>,
 }
 
 /// The router: `/metrics` (Prometheus text), `/healthz` (the process serves), `/readyz`
 /// (the job cache, and the facade's namespace cache where it runs, hold their first list; a replica waiting for the lease is ready too,
 /// as it serves the facade from its cache).
-pub fn router(metrics: Arc<Metrics>, jobs: Store<CaptureJob>, facade: Option<ApiState>) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    jobs: Store<CaptureJob>,
+    synced: tokio::sync::watch::Receiver<bool>,
+    facade: Option<ApiState>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
@@ -31,6 +37,7 @@ pub fn router(metrics: Arc<Metrics>, jobs: Store<CaptureJob>, facade: Option<Api
         .with_state(HealthState {
             metrics,
             jobs,
+            synced,
             facade,
         })
 }
@@ -49,21 +56,10 @@ async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
     // A follower (waiting for the lease) is ready: it serves the facade from its cache.
-    let cache_ready = s.jobs.wait_until_ready().now_or_never_ready()
-        && s.facade.as_ref().is_none_or(|f| f.is_ready());
+    let cache_ready = *s.synced.borrow() && s.facade.as_ref().is_none_or(|f| f.is_ready());
     if cache_ready {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "job cache not synced yet")
-    }
-}
-
-trait NowOrNever {
-    fn now_or_never_ready(self) -> bool;
-}
-
-impl<F: std::future::Future> NowOrNever for F {
-    fn now_or_never_ready(self) -> bool {
-        futures::FutureExt::now_or_never(self).is_some()
     }
 }

@@ -231,6 +231,9 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
     let (reader, writer) = reflector::store::<CaptureJob>();
     let feed = JobFeed::default();
     let feed_in = feed.clone();
+    // Our own "first list done" signal: kube's Store::wait_until_ready keeps one waker
+    // only, so two tasks awaiting it (the controller, readiness probes) could miss it.
+    let (synced_tx, synced_rx) = watch::channel(false);
     let cache = watcher(jobs_api, watcher::Config::default())
         .default_backoff()
         .modify(|j: &mut CaptureJob| {
@@ -238,10 +241,15 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
             *j = slim;
         })
         .reflect(writer)
-        .applied_objects()
         .for_each(move |res| {
             match res {
-                Ok(job) => feed_in.send(Arc::new(job)),
+                Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => {
+                    feed_in.send(Arc::new(job))
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let _ = synced_tx.send(true);
+                }
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "job watch"),
             }
             futures::future::ready(())
@@ -282,11 +290,12 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
     {
         let metrics = metrics.clone();
         let reader = reader.clone();
+        let synced = synced_rx.clone();
         let facade_state = facade_state.clone();
         let addr = o.metrics_addr;
         let stop = stopped();
         tasks.spawn(async move {
-            let app = antenna_operator::health::router(metrics, reader, facade_state);
+            let app = antenna_operator::health::router(metrics, reader, synced, facade_state);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
@@ -329,7 +338,7 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
                     _ = stop => return Ok(()),
                 }
             }
-            let _ = reader.wait_until_ready().await;
+            let _ = synced_rx.clone().wait_for(|s| *s).await;
             info!("controller running");
             match elector {
                 Some(mut el) => {
