@@ -92,7 +92,7 @@ finish() {
   stop_operator
   if [[ $DEMO_KEEP == 0 ]]; then
     if ((CLUSTER_STARTED)); then
-      scripts/dev-cluster.sh down
+      scripts/dev-cluster.sh down 7>&-
     else
       say "DEMO_KEEP=0, but the control plane was already up before the demo: left running"
     fi
@@ -124,14 +124,15 @@ step "local control plane (scripts/dev-cluster.sh up; a cold machine builds it f
 if ! scripts/dev-cluster.sh status >/dev/null 2>&1; then
   CLUSTER_STARTED=1
 fi
-scripts/dev-cluster.sh up
+# 7>&-: the control plane's processes outlive the demo; they must not hold its lock.
+scripts/dev-cluster.sh up 7>&-
 CLUSTER_UP=1
 eval "$(scripts/dev-cluster.sh env)"
 say "API server: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
 
 # --------------------------------------------------------------------------------------
 step "the chart's CRD ($CHART/crds/)"
-kubectl apply --server-side --field-manager=antenna-demo -f "$CHART/crds/"
+kubectl apply --server-side --force-conflicts --field-manager=antenna-demo -f "$CHART/crds/"
 kubectl wait --for=condition=Established --timeout=60s crd/capturejobs.antenna.insectai.org
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ helm template "$RELEASE" "$CHART" --namespace "$OPERATOR_NS" \
   --set "watchNamespaces={$DEMO_NS}" --set "api.defaultNamespace=$DEMO_NS" \
   --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
   >"$DEMO_DIR/chart-rbac.yaml"
-kubectl apply --server-side --field-manager=antenna-demo -f "$DEMO_DIR/chart-rbac.yaml"
+kubectl apply --server-side --force-conflicts --field-manager=antenna-demo -f "$DEMO_DIR/chart-rbac.yaml"
 
 TOKEN=$(kubectl create token "$SA" -n "$OPERATOR_NS" --duration=1h)
 SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
