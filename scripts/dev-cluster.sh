@@ -538,7 +538,7 @@ cmd_logs() {
     return 0
   fi
   [[ -f $RUN/logs/$comp.log ]] || die "no log for '$comp' (have: $(cd "$RUN/logs" && ls))"
-  tail -n "${LINES:-100}" "${follow[@]}" "$RUN/logs/$comp.log"
+  tail -n "${TAIL_LINES:-100}" "${follow[@]}" "$RUN/logs/$comp.log"
 }
 
 usage() {

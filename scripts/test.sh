@@ -55,6 +55,7 @@ cluster_up() {
 cleanup() {
   if ((CLUSTER_STARTED)); then
     scripts/dev-cluster.sh down || echo "warning: dev-cluster.sh down failed" >&2
+    rm -f "$DEVCLUSTER_DIR.lock" # private to this run
     CLUSTER_STARTED=0
   fi
 }

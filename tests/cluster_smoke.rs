@@ -46,6 +46,14 @@ async fn create(pods: &Api<Pod>, pod: Pod) {
         .expect("create Pod");
 }
 
+async fn annotate(pods: &Api<Pod>, name: &str, annotations: serde_json::Value) {
+    let patch = json!({"metadata": {"annotations": annotations}});
+    let params = PatchParams::default();
+    pods.patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("annotate {name}: {e}"));
+}
+
 #[tokio::test]
 #[ignore = "cluster: run with make test"]
 async fn pod_reaches_succeeded() {
@@ -273,26 +281,43 @@ async fn service_account_without_permission_gets_403() {
 async fn held_pod_runs_until_annotated() {
     let t = ClusterTest::new("smoke-hold").await;
     let pods: Api<Pod> = t.api();
+    // "held" is held from the start; "held-late" would end 3 s after starting, but is
+    // put on hold once Running.
     create(&pods, batch_pod("held", &[(sim::OUTCOME, "hold")])).await;
-    wait_for(&pods, "held", "Running", TIMEOUT, pod_phase_is("Running")).await;
-    // It must not finish on its own: the default delay is 1 s, so 4 s without a change
-    // shows the hold.
-    let left_running = tokio::time::timeout(
-        Duration::from_secs(4),
-        kube::runtime::wait::await_condition(pods.clone(), "held", pod_phase_is("Running").not()),
+    create(&pods, batch_pod("held-late", &[(sim::AFTER, "3s")])).await;
+    for name in ["held", "held-late"] {
+        wait_for(&pods, name, "Running", TIMEOUT, pod_phase_is("Running")).await;
+    }
+    annotate(&pods, "held-late", json!({sim::OUTCOME: "hold"})).await;
+
+    // Neither may end on its own within 5 s (longer than the 1 s default and the 3 s).
+    let stays_running = |name: &'static str| {
+        let running =
+            kube::runtime::wait::await_condition(pods.clone(), name, pod_phase_is("Running").not());
+        async move {
+            let left = tokio::time::timeout(Duration::from_secs(5), running).await;
+            assert!(left.is_err(), "held Pod {name} left Running: {left:?}");
+        }
+    };
+    tokio::join!(stays_running("held"), stays_running("held-late"));
+
+    annotate(
+        &pods,
+        "held",
+        json!({sim::OUTCOME: "fail", sim::EXIT_CODE: "42"}),
     )
     .await;
-    assert!(
-        left_running.is_err(),
-        "held Pod left Running: {left_running:?}"
-    );
-
-    let patch = json!({"metadata": {"annotations": {sim::OUTCOME: "fail", sim::EXIT_CODE: "42"}}});
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
+    annotate(&pods, "held-late", json!({sim::OUTCOME: "succeed"})).await;
     let pod = wait_for(&pods, "held", "Failed", TIMEOUT, pod_phase_is("Failed")).await;
     assert_eq!(terminated(&pod).exit_code, 42);
+    wait_for(
+        &pods,
+        "held-late",
+        "Succeeded",
+        TIMEOUT,
+        pod_phase_is("Succeeded"),
+    )
+    .await;
 }
 
 #[tokio::test]
