@@ -196,8 +196,17 @@ start_bg() {
   shift 2
   STEP="start $name"
   STEP_LOG="$RUN/logs/$name.log"
-  # Close the lock fds so the children never hold the locks.
-  setsid "$bin" "$@" >"$STEP_LOG" 2>&1 </dev/null 8>&- 9>&- &
+  (
+    trap - ERR
+    set +e
+    # The component outlives this script and its caller, so it keeps no inherited file
+    # descriptor besides stdio: not our locks, not a caller's lock or pipe.
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$bin" "$@" >"$STEP_LOG" 2>&1 </dev/null
+  ) &
   echo "$! $bin" >"$RUN/pids/$name"
 }
 
