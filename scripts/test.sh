@@ -25,6 +25,7 @@ run_steps() {
   step "cargo clippy" cargo clippy --all-targets -- -D warnings
   step "cluster up" cluster_up
   step "cargo test" cargo test --all-targets --no-fail-fast -- --include-ignored --test-threads="$TEST_THREADS"
+  step "demo unit tests" make demo-test
   # Add steps here (they run with the cluster up), e.g.:
   # step "helm lint" helm lint charts/antenna-operator
 }

@@ -263,10 +263,16 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move {
-        cache.await;
-        Ok::<(), anyhow::Error>(())
-    });
+    {
+        let stop = stopped();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cache => {},
+                _ = stop => {},
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    }
 
     let mut facade_state: Option<api::ApiState> = None;
     if with_api {

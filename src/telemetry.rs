@@ -1,5 +1,7 @@
 //! Structured logs with `tracing`: text by default, JSON on request; `RUST_LOG` filters.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// Log output format.
@@ -20,7 +22,11 @@ pub fn init(format: LogFormat) {
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }
