@@ -75,11 +75,8 @@ go_build() {
 }
 
 build_k8s() {
-  local b
-  for b in kube-apiserver kube-controller-manager kube-scheduler; do
-    [[ -x $K8S_BIN/$b ]] || break
-    [[ $b == kube-scheduler ]] && return 0
-  done
+  [[ -x $K8S_BIN/kube-apiserver && -x $K8S_BIN/kube-controller-manager && -x $K8S_BIN/kube-scheduler ]] &&
+    return 0
   local minor=${K8S_VERSION#*.}
   minor=${minor%%.*}
   local ldflags="-s -w" p
