@@ -738,3 +738,83 @@ async fn invalid_manifests_are_refused_naming_the_field() {
         .items
         .is_empty());
 }
+
+#[tokio::test]
+#[ignore = "cluster: run with make test"]
+async fn jobs_behind_the_running_limit_wait_with_their_place_and_start_in_order() {
+    let (t, _op, jobs) = setup("queue", &["--max-running-jobs", "1"]).await;
+    let hold = serde_json::json!({"annotations": {sim::OUTCOME: "hold"}});
+    let first = job("first", serde_json::json!({"name": "first", "jobType": "post_processing", "project": {"id": 1}, "template": hold}));
+    jobs.create(&PostParams::default(), &first).await.unwrap();
+    wait_for(&jobs, "first", "STARTED", LONG, in_state(JobState::Started)).await;
+    let second = job("second", serde_json::json!({"name": "second", "jobType": "post_processing", "project": {"id": 1}}));
+    jobs.create(&PostParams::default(), &second).await.unwrap();
+    let queued = wait_for(&jobs, "second", "queued", LONG, |j: Option<&CaptureJob>| {
+        j.is_some_and(|j| has_condition(j, "Queued", "Queued"))
+    })
+    .await;
+    assert_eq!(queued.state(), JobState::Pending);
+    let c = queued.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Queued").unwrap().clone();
+    assert!(c.message.contains("place 1 of 1"), "{}", c.message);
+    assert!(logs(&queued).contains("waiting for a free slot"), "{}", logs(&queued));
+    assert!(pods_of(&t, queued.job_id().unwrap()).await.is_empty(), "a queued job created Pods");
+    // The first one ends: the second starts and finishes.
+    jobs.patch("first", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})))
+        .await
+        .unwrap();
+    let second = wait_for(&jobs, "second", "final", LONG, is_final).await;
+    assert_eq!(second.state(), JobState::Success);
+    assert!(has_condition(&second, "Queued", "Admitted"));
+}
+
+#[tokio::test]
+#[ignore = "cluster: run with make test"]
+async fn active_deadline_and_stall_limit_fail_a_running_job_and_remove_its_pods() {
+    let (t, _op, jobs) = setup("deadlines", &["--stall-limit", "4"]).await;
+    let hold = serde_json::json!({"annotations": {sim::OUTCOME: "hold"}});
+    let deadline = job(
+        "deadline",
+        serde_json::json!({"name": "deadline", "jobType": "post_processing", "project": {"id": 1}, "activeDeadlineSeconds": 2, "template": hold}),
+    );
+    // The stall limit (4 s) is shorter than nothing else here: a held Pod makes no progress.
+    let stalled = job("stalled", serde_json::json!({"name": "stalled", "jobType": "regroup_events", "project": {"id": 1}, "template": hold}));
+    jobs.create(&PostParams::default(), &deadline).await.unwrap();
+    jobs.create(&PostParams::default(), &stalled).await.unwrap();
+    let d = wait_for(&jobs, "deadline", "final", LONG, is_final).await;
+    assert_eq!(d.state(), JobState::Failure);
+    assert!(has_condition(&d, "Failed", "DeadlineExceeded"), "{}", logs(&d));
+    let s = wait_for(&jobs, "stalled", "final", LONG, is_final).await;
+    assert_eq!(s.state(), JobState::Failure);
+    assert!(has_condition(&s, "Failed", "Stalled"), "{}", logs(&s));
+    assert!(logs(&s).contains("made no progress for"), "{}", logs(&s));
+    let pods: Api<Pod> = t.api();
+    for j in [d, s] {
+        for p in pods_of(&t, j.job_id().unwrap()).await {
+            wait_gone(&pods, &p.name_any(), common::TIMEOUT).await;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "cluster: run with make test"]
+async fn a_finished_job_is_not_written_again() {
+    let (_t, op, jobs) = setup("quiet", &[]).await;
+    let j = job("quiet", serde_json::json!({"name": "quiet", "jobType": "post_processing", "project": {"id": 1}}));
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let done = wait_for(&jobs, "quiet", "final", LONG, is_final).await;
+    assert_eq!(done.state(), JobState::Success);
+    let writes = op.metric("antenna_api_requests_total").await;
+    let reconciles = op.metric("antenna_reconciles_total").await;
+    // Poke it: a label change triggers a reconcile that must find nothing to write.
+    jobs.patch("quiet", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}})))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    while op.metric("antenna_reconciles_total").await <= reconciles {
+        assert!(std::time::Instant::now() < deadline, "no reconcile after the change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(op.metric("antenna_api_requests_total").await, writes, "a write without a change");
+    let after = jobs.get("quiet").await.unwrap();
+    assert_eq!(after.status, done.status);
+}
