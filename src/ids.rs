@@ -63,6 +63,12 @@ impl IdAllocator {
         Ok(id)
     }
 
+    /// Drops the ids this process holds but has not handed out (after the counter was
+    /// found behind ids in use), so that the next allocation reads the counter again.
+    pub async fn forget_block(&self) {
+        *self.held.lock().await = 0..0;
+    }
+
     /// Makes sure the counter is above `id` (for ids chosen outside the allocator, e.g. a
     /// label set by hand), so that the allocator never hands `id` out.
     pub async fn observe(&self, id: i64) -> Result<(), IdError> {

@@ -274,6 +274,23 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
         });
     }
 
+    // Move the id counter above every id in use once the cache holds them all (a counter
+    // that was lost or is new must never hand out an id a job already has).
+    {
+        let ids = ids.clone();
+        let reader = reader.clone();
+        let mut synced = synced_rx.clone();
+        tokio::spawn(async move {
+            if synced.wait_for(|s| *s).await.is_ok() {
+                let max = controller::max_known_id(&reader);
+                if max > 0 {
+                    if let Err(e) = ids.observe(max).await {
+                        tracing::warn!(error = %e, "could not move the id counter above {max}");
+                    }
+                }
+            }
+        });
+    }
     let mut facade_state: Option<api::ApiState> = None;
     if with_api {
         let addr = o.api_addr;
@@ -323,6 +340,7 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
             recorder: controller::recorder(client.clone()),
             metrics: metrics.clone(),
             refusals: Default::default(),
+            feed: feed.clone(),
         });
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));

@@ -315,7 +315,15 @@ async fn cancel_mid_run_revokes_once_pods_are_gone_and_sticks() {
         seen.contains(&JobState::Canceling),
         "no CANCELING before REVOKED: {seen:?}"
     );
-    assert!(pods_of(&t, id).await.is_empty(), "REVOKED with Pods left");
+    let left = pods_of(&t, id).await;
+    assert!(
+        left.iter().all(|p| matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )),
+        "REVOKED with live Pods left: {:?}",
+        left.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
     assert!(has_condition(&j, "Canceled", "Canceled"));
     // A result that arrives late (a Pod of that attempt that succeeds now) moves nothing.
     let mut late = common::batch_pod("late-result", &[(sim::MESSAGE, r#"{"processed": 25}"#)]);
@@ -744,25 +752,66 @@ async fn invalid_manifests_are_refused_naming_the_field() {
 async fn jobs_behind_the_running_limit_wait_with_their_place_and_start_in_order() {
     let (t, _op, jobs) = setup("queue", &["--max-running-jobs", "1"]).await;
     let hold = serde_json::json!({"annotations": {sim::OUTCOME: "hold"}});
-    let first = job("first", serde_json::json!({"name": "first", "jobType": "post_processing", "project": {"id": 1}, "template": hold}));
+    let first = job(
+        "first",
+        serde_json::json!({"name": "first", "jobType": "post_processing", "project": {"id": 1}, "template": hold}),
+    );
     jobs.create(&PostParams::default(), &first).await.unwrap();
     wait_for(&jobs, "first", "STARTED", LONG, in_state(JobState::Started)).await;
-    let second = job("second", serde_json::json!({"name": "second", "jobType": "post_processing", "project": {"id": 1}}));
+    // An invalid job never takes a place in the queue (found by a new user: it blocked it).
+    let invalid = job(
+        "invalid",
+        serde_json::json!({"name": "invalid", "jobType": "post_processing", "project": {"id": 1},
+            "template": {"env": [{"name": "ANTENNA_JOB_ID", "value": "1"}]}}),
+    );
+    jobs.create(&PostParams::default(), &invalid).await.unwrap();
+    wait_for(
+        &jobs,
+        "invalid",
+        "InvalidSpec",
+        LONG,
+        |j: Option<&CaptureJob>| j.is_some_and(|j| has_condition(j, "Valid", "InvalidSpec")),
+    )
+    .await;
+    let second = job(
+        "second",
+        serde_json::json!({"name": "second", "jobType": "post_processing", "project": {"id": 1}}),
+    );
     jobs.create(&PostParams::default(), &second).await.unwrap();
     let queued = wait_for(&jobs, "second", "queued", LONG, |j: Option<&CaptureJob>| {
         j.is_some_and(|j| has_condition(j, "Queued", "Queued"))
     })
     .await;
     assert_eq!(queued.state(), JobState::Pending);
-    let c = queued.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Queued").unwrap().clone();
+    let c = queued
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Queued")
+        .unwrap()
+        .clone();
     assert!(c.message.contains("place 1 of 1"), "{}", c.message);
-    assert!(logs(&queued).contains("waiting for a free slot"), "{}", logs(&queued));
-    assert!(pods_of(&t, queued.job_id().unwrap()).await.is_empty(), "a queued job created Pods");
+    assert!(
+        logs(&queued).contains("waiting for a free slot"),
+        "{}",
+        logs(&queued)
+    );
+    assert!(
+        pods_of(&t, queued.job_id().unwrap()).await.is_empty(),
+        "a queued job created Pods"
+    );
     // The first one ends: the second starts and finishes.
-    jobs.patch("first", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})))
-        .await
-        .unwrap();
-    let second = wait_for(&jobs, "second", "final", LONG, is_final).await;
+    jobs.patch(
+        "first",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})),
+    )
+    .await
+    .unwrap();
+    // The freed slot wakes the queue at once (not at its next periodic look, 30 s later).
+    let second = wait_for(&jobs, "second", "final", Duration::from_secs(20), is_final).await;
     assert_eq!(second.state(), JobState::Success);
     assert!(has_condition(&second, "Queued", "Admitted"));
 }
@@ -777,12 +826,21 @@ async fn active_deadline_and_stall_limit_fail_a_running_job_and_remove_its_pods(
         serde_json::json!({"name": "deadline", "jobType": "post_processing", "project": {"id": 1}, "activeDeadlineSeconds": 2, "template": hold}),
     );
     // The stall limit (4 s) is shorter than nothing else here: a held Pod makes no progress.
-    let stalled = job("stalled", serde_json::json!({"name": "stalled", "jobType": "regroup_events", "project": {"id": 1}, "template": hold}));
-    jobs.create(&PostParams::default(), &deadline).await.unwrap();
+    let stalled = job(
+        "stalled",
+        serde_json::json!({"name": "stalled", "jobType": "regroup_events", "project": {"id": 1}, "template": hold}),
+    );
+    jobs.create(&PostParams::default(), &deadline)
+        .await
+        .unwrap();
     jobs.create(&PostParams::default(), &stalled).await.unwrap();
     let d = wait_for(&jobs, "deadline", "final", LONG, is_final).await;
     assert_eq!(d.state(), JobState::Failure);
-    assert!(has_condition(&d, "Failed", "DeadlineExceeded"), "{}", logs(&d));
+    assert!(
+        has_condition(&d, "Failed", "DeadlineExceeded"),
+        "{}",
+        logs(&d)
+    );
     let s = wait_for(&jobs, "stalled", "final", LONG, is_final).await;
     assert_eq!(s.state(), JobState::Failure);
     assert!(has_condition(&s, "Failed", "Stalled"), "{}", logs(&s));
@@ -799,22 +857,118 @@ async fn active_deadline_and_stall_limit_fail_a_running_job_and_remove_its_pods(
 #[ignore = "cluster: run with make test"]
 async fn a_finished_job_is_not_written_again() {
     let (_t, op, jobs) = setup("quiet", &[]).await;
-    let j = job("quiet", serde_json::json!({"name": "quiet", "jobType": "post_processing", "project": {"id": 1}}));
+    let j = job(
+        "quiet",
+        serde_json::json!({"name": "quiet", "jobType": "post_processing", "project": {"id": 1}}),
+    );
     jobs.create(&PostParams::default(), &j).await.unwrap();
     let done = wait_for(&jobs, "quiet", "final", LONG, is_final).await;
     assert_eq!(done.state(), JobState::Success);
     let writes = op.metric("antenna_api_requests_total").await;
     let reconciles = op.metric("antenna_reconciles_total").await;
     // Poke it: a label change triggers a reconcile that must find nothing to write.
-    jobs.patch("quiet", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}})))
-        .await
-        .unwrap();
+    jobs.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}})),
+    )
+    .await
+    .unwrap();
     let deadline = std::time::Instant::now() + LONG;
     while op.metric("antenna_reconciles_total").await <= reconciles {
-        assert!(std::time::Instant::now() < deadline, "no reconcile after the change");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconcile after the change"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(op.metric("antenna_api_requests_total").await, writes, "a write without a change");
+    assert_eq!(
+        op.metric("antenna_api_requests_total").await,
+        writes,
+        "a write without a change"
+    );
     let after = jobs.get("quiet").await.unwrap();
     assert_eq!(after.status, done.status);
+}
+
+#[tokio::test]
+#[ignore = "cluster: run with make test"]
+async fn ids_stay_unique_when_the_counter_configmap_is_lost() {
+    let (t, mut op, jobs) = setup("ids-lost", &[]).await;
+    for name in ["a", "b", "c"] {
+        let j = job(
+            name,
+            serde_json::json!({"name": name, "jobType": "post_processing", "project": {"id": 1}, "start": false}),
+        );
+        jobs.create(&PostParams::default(), &j).await.unwrap();
+    }
+    let mut ids = BTreeSet::new();
+    for name in ["a", "b", "c"] {
+        let j = wait_for(&jobs, name, "an id", LONG, |j: Option<&CaptureJob>| {
+            j.is_some_and(|j| j.status.as_ref().is_some_and(|s| s.id.is_some()))
+        })
+        .await;
+        ids.insert(j.job_id().unwrap());
+    }
+    // Lose the counter, restart: new jobs must not get the ids in use.
+    op.kill();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = t.api();
+    cms.delete("antenna-operator-ids", &Default::default())
+        .await
+        .unwrap();
+    let _op2 = Operator::start("controller", &t.ns, &[]).await;
+    for name in ["d", "e", "f", "g"] {
+        let j = job(
+            name,
+            serde_json::json!({"name": name, "jobType": "post_processing", "project": {"id": 1}, "start": false}),
+        );
+        jobs.create(&PostParams::default(), &j).await.unwrap();
+    }
+    for name in ["d", "e", "f", "g"] {
+        let j = wait_for(&jobs, name, "an id", LONG, |j: Option<&CaptureJob>| {
+            j.is_some_and(|j| j.status.as_ref().is_some_and(|s| s.id.is_some()))
+        })
+        .await;
+        let id = j.job_id().unwrap();
+        assert_eq!(
+            j.labels()["antenna.insectai.org/id"],
+            id.to_string(),
+            "label and status agree"
+        );
+        assert!(ids.insert(id), "id {id} handed out twice: {ids:?}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "cluster: run with make test"]
+async fn a_running_pod_deleted_by_someone_is_retried_at_once() {
+    let (t, _op, jobs) = setup("pod-deleted", &[]).await;
+    let j = job(
+        "victim",
+        serde_json::json!({"name": "victim", "jobType": "post_processing", "project": {"id": 1},
+            "template": {"annotations": {sim::AFTER: "3s"}}}),
+    );
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let j = wait_for(
+        &jobs,
+        "victim",
+        "STARTED",
+        LONG,
+        in_state(JobState::Started),
+    )
+    .await;
+    let id = j.job_id().unwrap();
+    let pods: Api<Pod> = t.api();
+    let first = format!("cj{id}-a1-post-processing-s-t1");
+    pods.delete(&first, &Default::default()).await.unwrap();
+    // The retry comes within seconds, not after the 60 s grace for Pods never seen.
+    let done = wait_for(&jobs, "victim", "final", Duration::from_secs(30), is_final).await;
+    assert_eq!(done.state(), JobState::Success, "{}", logs(&done));
+    assert!(
+        logs(&done).contains("deleted before it finished"),
+        "{}",
+        logs(&done)
+    );
+    let second = format!("cj{id}-a1-post-processing-s-t2");
+    assert!(pods.get_opt(&second).await.unwrap().is_some());
 }

@@ -8,6 +8,8 @@ use crate::crd::{CaptureJobSpec, JobType};
 
 /// Largest accepted `delay` (the CRD's bound): one week.
 pub const DELAY_MAX: i64 = 604_800;
+/// Largest `limit` (as the CRD's schema allows).
+pub const LIMIT_MAX: i64 = 1_000_000_000;
 /// Largest accepted `name`, in characters.
 pub const NAME_MAX_CHARS: usize = 255;
 
@@ -282,7 +284,7 @@ pub fn validate(body: &Map<String, Value>, partial: bool) -> (JobInput, FieldErr
     if let Some(v) = body.get("limit") {
         if v.is_null() {
             input.limit = Some(None);
-        } else if let Some(n) = int_field("limit", v, 1, None, &mut errors) {
+        } else if let Some(n) = int_field("limit", v, 1, Some(LIMIT_MAX), &mut errors) {
             input.limit = Some(Some(n));
         }
     }

@@ -1828,6 +1828,12 @@ async fn create_validation_errors() {
             "Ensure this value is greater than or equal to 1.",
         ),
         ("limit", json!([1]), "A valid integer is required."),
+        // Found by a new user: a limit this large once crashed the operator.
+        (
+            "limit",
+            json!("9223372036854775807"),
+            "Ensure this value is less than or equal to 1000000000.",
+        ),
         ("shuffle", json!("maybe"), "Must be a valid boolean."),
         ("shuffle", json!(2), "Must be a valid boolean."),
         ("name", json!(""), "This field may not be blank."),

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -40,6 +40,9 @@ pub enum Error {
     /// Ids could not be allocated.
     #[error("{0}")]
     Id(#[from] IdError),
+    /// The reconcile panicked (a bug): the job is retried with backoff, the process lives.
+    #[error("reconcile panicked: {0}")]
+    Panic(String),
 }
 
 impl Error {
@@ -48,6 +51,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Id(_) => "id",
+            Error::Panic(_) => "panic",
         }
     }
 }
@@ -74,13 +78,22 @@ pub struct PodIndex {
     synced: std::sync::atomic::AtomicBool,
 }
 
+/// A deleted Pod in its last state, and when its deletion was seen.
+type Tombstone = (std::time::Instant, Arc<Pod>);
+
 type PodsByOwner = HashMap<(String, String), BTreeMap<String, Arc<Pod>>>;
 
 #[derive(Default)]
 struct PodMaps {
     live: PodsByOwner,
     relist: Option<PodsByOwner>,
+    /// Pods deleted lately, in their last state, so that a Pod deleted before its end
+    /// counts as lost at once rather than after a grace period.
+    gone: HashMap<(String, String), Vec<Tombstone>>,
 }
+
+/// How long a deleted Pod is remembered.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 
 fn owner_key(pod: &Pod) -> Option<(String, String)> {
     let owner = pod
@@ -126,6 +139,10 @@ impl PodIndex {
                             m.live.remove(&k);
                         }
                     }
+                    let now = std::time::Instant::now();
+                    let gone = m.gone.entry(k).or_default();
+                    gone.retain(|(t, _)| now.duration_since(*t) < TOMBSTONE_TTL);
+                    gone.push((now, Arc::new(p.clone())));
                 }
             }
         }
@@ -135,6 +152,20 @@ impl PodIndex {
     /// nothing).
     pub fn synced(&self) -> bool {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Pods of job `name` in `ns` deleted in the last ten minutes, in their last state.
+    pub fn gone_for_job(&self, ns: &str, name: &str) -> Vec<Arc<Pod>> {
+        let m = self.inner.read().expect("pod index lock");
+        m.gone
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|v| {
+                v.iter()
+                    .filter(|(t, _)| t.elapsed() < TOMBSTONE_TTL)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The Pods of job `name` in `ns`.
@@ -165,6 +196,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Pod creates the API server refused, by job uid, until the next plan reports them.
     pub refusals: Mutex<HashMap<String, String>>,
+    /// The controller's trigger feed (to wake queued jobs when a slot frees).
+    pub feed: JobFeed,
 }
 
 /// Drops what the operator never reads from cached objects (managedFields, the
@@ -179,9 +212,16 @@ pub fn slim<K: Resource>(mut obj: K) -> K {
 }
 
 fn admission(ctx: &Context, job: &CaptureJob) -> Admission {
-    let Some(limit) = ctx.cfg.max_running else {
-        return Admission::Admitted;
-    };
+    match ctx.cfg.max_running {
+        None => Admission::Admitted,
+        Some(limit) => admission_among(&ctx.jobs.state(), job, limit),
+    }
+}
+
+/// Whether `job` may start among `all` jobs with at most `limit` running: jobs that
+/// requested Pods count as running; jobs waiting to start (valid, started, not canceled)
+/// queue in order of their queueing time, then id.
+pub fn admission_among(all: &[Arc<CaptureJob>], job: &CaptureJob, limit: usize) -> Admission {
     let requested = |j: &CaptureJob| {
         j.status.as_ref().is_some_and(|s| {
             s.units
@@ -194,16 +234,22 @@ fn admission(ctx: &Context, job: &CaptureJob) -> Admission {
     }
     let mut running = 0usize;
     let mut queue: Vec<(Timestamp, i64, String)> = Vec::new();
-    for j in ctx.jobs.state() {
+    for j in all {
         let st = j.state();
         let fresh_attempt = j
             .status
             .as_ref()
             .is_some_and(|s| s.attempt < j.spec.attempt);
+        let invalid = j.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == plan::cond::VALID && c.status == "False")
+        });
         let waiting = !j.spec.cancel
+            && !invalid
             && j.spec.start
             && (fresh_attempt || matches!(st, JobState::Created | JobState::Pending))
-            && !requested(&j);
+            && !requested(j);
         if waiting {
             let since = j
                 .status
@@ -242,30 +288,61 @@ fn admission(ctx: &Context, job: &CaptureJob) -> Admission {
     }
 }
 
-/// Gives the job an id: its label's (unless another job holds it) or a fresh one, which
-/// is then written to the label. Returns the job as it now is.
-async fn ensure_id(job: Arc<CaptureJob>, ctx: &Context) -> Result<(Arc<CaptureJob>, i64), Error> {
-    if let Some(id) = job.status.as_ref().and_then(|s| s.id) {
-        return Ok((job, id));
-    }
-    let label: Option<i64> = job
-        .labels()
+/// The highest job id in the cache (labels and statuses), 0 when there is none.
+pub fn max_known_id(jobs: &Store<CaptureJob>) -> i64 {
+    jobs.state()
+        .iter()
+        .flat_map(|j| [j.status.as_ref().and_then(|s| s.id), label_id(j)])
+        .flatten()
+        .max()
+        .unwrap_or(0)
+}
+
+fn label_id(job: &CaptureJob) -> Option<i64> {
+    job.labels()
         .get(LABEL_ID)
         .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0);
-    if let Some(id) = label {
-        let taken = ctx
-            .jobs
-            .state()
-            .iter()
-            .any(|o| o.uid() != job.uid() && o.status.as_ref().and_then(|s| s.id) == Some(id));
-        if !taken {
-            ctx.ids.observe(id).await?;
-            return Ok((job, id));
-        }
-        warn!(job = %job.name_any(), id, "label id already held by another job: allocating a new one");
-    }
-    let id = ctx.ids.allocate().await?;
+        .filter(|v: &i64| *v > 0)
+}
+
+/// Gives the job its id. Once `status.id` is set it is the truth and the label follows it;
+/// before, the label's id is taken unless another job holds it, else a fresh one, checked
+/// against every id in the cache (a lost counter must never hand out an id in use).
+async fn ensure_id(job: Arc<CaptureJob>, ctx: &Context) -> Result<(Arc<CaptureJob>, i64), Error> {
+    let label = label_id(&job);
+    let uid = job.uid();
+    let taken = |id: i64| {
+        ctx.jobs.state().iter().any(|o| {
+            o.uid() != uid
+                && (o.status.as_ref().and_then(|s| s.id) == Some(id) || label_id(o) == Some(id))
+        })
+    };
+    let id = match job.status.as_ref().and_then(|s| s.id) {
+        Some(id) if label == Some(id) => return Ok((job, id)),
+        Some(id) => id,
+        None => match label {
+            Some(l) if !taken(l) => {
+                ctx.ids.observe(l).await?;
+                return Ok((job, l));
+            }
+            _ => {
+                if let Some(l) = label {
+                    warn!(job = %job.name_any(), id = l, "label id already held by another job: allocating a new one");
+                }
+                let mut id = ctx.ids.allocate().await?;
+                for _ in 0..3 {
+                    if !taken(id) {
+                        break;
+                    }
+                    warn!(id, "allocated id already in use (was the id ConfigMap lost?): moving the counter");
+                    ctx.ids.observe(max_known_id(&ctx.jobs)).await?;
+                    ctx.ids.forget_block().await;
+                    id = ctx.ids.allocate().await?;
+                }
+                id
+            }
+        },
+    };
     let api: Api<CaptureJob> =
         Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     let patch = serde_json::json!({"metadata": {"labels": {LABEL_ID: id.to_string()}}});
@@ -284,7 +361,21 @@ async fn ensure_id(job: Arc<CaptureJob>, ctx: &Context) -> Result<(Arc<CaptureJo
 pub async fn reconcile(job: Arc<CaptureJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = reconcile_inner(job, &ctx).await;
+    // One job's bug must not take the controller (and the facade) down with it.
+    let result = match std::panic::AssertUnwindSafe(reconcile_inner(job, &ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Panic(msg))
+        }
+    };
     ctx.metrics.duration.observe(timer.elapsed().as_secs_f64());
     result
 }
@@ -300,12 +391,27 @@ async fn reconcile_inner(job: Arc<CaptureJob>, ctx: &Context) -> Result<Action, 
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let (job, id) = ensure_id(job, ctx).await?;
-    let observed: Vec<_> = ctx
+    let mut observed: Vec<_> = ctx
         .pods
         .for_job(&ns, &name)
         .iter()
         .filter_map(|p| observe(p))
         .collect();
+    // A Pod deleted before it ended is a failed try (it did not finish its work).
+    for p in ctx.pods.gone_for_job(&ns, &name) {
+        if let Some(mut o) = observe(&p) {
+            if observed.iter().any(|x| x.name == o.name) {
+                continue;
+            }
+            if matches!(o.phase, pods::PodPhase::Pending | pods::PodPhase::Running) {
+                o.phase = pods::PodPhase::Failed;
+                o.exit_code = None;
+                o.message = Some("the Pod was deleted before it finished".into());
+            }
+            o.deleting = true;
+            observed.push(o);
+        }
+    }
     let plan = plan::plan(
         &job,
         &observed,
@@ -377,6 +483,20 @@ async fn apply(job: &CaptureJob, id: i64, plan: Plan, ctx: &Context) -> Result<A
         let old = job.state();
         if old != plan.status.state {
             info!(job = %name, id, from = %old, to = %plan.status.state, "transition");
+            if plan.status.state.is_final() && ctx.cfg.max_running.is_some() {
+                // Wake the queue once the cache shows the slot free (admission reads it).
+                let (jobs, feed, limit) = (ctx.jobs.clone(), ctx.feed.clone(), ctx.cfg.max_running);
+                let key = kube::runtime::reflector::ObjectRef::from_obj(job);
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        if jobs.get(&key).is_none_or(|j| j.state().is_final()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    wake_queued(&jobs, &feed, limit);
+                });
+            }
         }
     }
     let reference = job.object_ref(&());
@@ -411,6 +531,31 @@ async fn apply(job: &CaptureJob, id: i64, plan: Plan, ctx: &Context) -> Result<A
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// A slot freed: reconcile the jobs at the head of the queue now, not at their next
+/// periodic look.
+fn wake_queued(jobs: &Store<CaptureJob>, feed: &JobFeed, limit: Option<usize>) {
+    let Some(limit) = limit else { return };
+    let mut queued: Vec<_> = jobs
+        .state()
+        .into_iter()
+        .filter(|j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == plan::cond::QUEUED && c.status == "True")
+            })
+        })
+        .collect();
+    queued.sort_by_key(|j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.scheduled_at.as_ref().map(|t| t.0))
+    });
+    for j in queued.into_iter().take(limit.max(1)) {
+        feed.send(j);
+    }
 }
 
 fn error_policy(_job: Arc<CaptureJob>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -523,3 +668,69 @@ pub fn recorder(client: Client) -> Recorder {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod plan_tests;
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn job(
+        name: &str,
+        uid: &str,
+        state: JobState,
+        requested: bool,
+        invalid: bool,
+    ) -> Arc<CaptureJob> {
+        let spec = serde_json::from_value(serde_json::json!({"name": name, "project": {"id": 1}}))
+            .unwrap();
+        let mut j = CaptureJob::new(name, spec);
+        j.metadata.uid = Some(uid.into());
+        let mut st = crate::crd::CaptureJobStatus {
+            id: Some(uid.len() as i64),
+            attempt: 1,
+            state,
+            ..Default::default()
+        };
+        if requested {
+            st.units.push(crate::crd::WorkUnit {
+                tries: 1,
+                ..Default::default()
+            });
+        }
+        if invalid {
+            st.conditions
+                .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    type_: plan::cond::VALID.into(),
+                    status: "False".into(),
+                    reason: "InvalidSpec".into(),
+                    message: "x".into(),
+                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        Timestamp::now(),
+                    ),
+                    observed_generation: None,
+                });
+        }
+        j.status = Some(st);
+        Arc::new(j)
+    }
+
+    #[test]
+    fn queue_counts_running_jobs_and_skips_invalid_ones() {
+        let running = job("r", "u1", JobState::Started, true, false);
+        let invalid = job("bad", "u22", JobState::Created, false, true);
+        let waiting = job("w", "u333", JobState::Pending, false, false);
+        let all = vec![running.clone(), invalid.clone(), waiting.clone()];
+        // One slot, taken: the valid waiting job is first in line (the invalid one never queues).
+        assert_eq!(
+            admission_among(&all, &waiting, 1),
+            Admission::Queued {
+                position: 1,
+                queued: 1,
+                limit: 1
+            }
+        );
+        // Two slots: it starts, whatever the invalid job does.
+        assert_eq!(admission_among(&all, &waiting, 2), Admission::Admitted);
+        // A job that already requested Pods is never held back.
+        assert_eq!(admission_among(&all, &running, 1), Admission::Admitted);
+    }
+}

@@ -97,6 +97,10 @@ pub struct Plan {
     pub delete_job: bool,
 }
 
+/// Most captures one attempt works on; larger totals (a limit, a discovery's report) are
+/// capped here so that no arithmetic can overflow.
+pub const MAX_TOTAL: i64 = 1_000_000_000;
+
 /// Bound on log lines kept (stdout; stderr keeps a fifth of it).
 pub const MAX_LOG_LINES: usize = 500;
 /// Bound on the length of one log line.
@@ -106,6 +110,8 @@ pub const MAX_ERRORS: usize = 50;
 
 /// Condition types the controller sets.
 pub mod cond {
+    /// False while spec changes wait for the next attempt.
+    pub const SPEC_APPLIED: &str = "SpecApplied";
     /// The spec is valid (False with reason InvalidSpec otherwise).
     pub const VALID: &str = "Valid";
     /// Waiting behind the running-jobs limit.
@@ -131,10 +137,14 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn log(&mut self, level: &str, msg: &str) {
-        let line: String = format!("[{}] {level} {msg}", self.now.strftime("%Y-%m-%d %H:%M:%S"))
-            .chars()
-            .take(MAX_LINE_LEN)
-            .collect();
+        let line: String = format!(
+            "[{}] {level} {}",
+            self.now.strftime("%Y-%m-%d %H:%M:%S"),
+            one_line(msg)
+        )
+        .chars()
+        .take(MAX_LINE_LEN)
+        .collect();
         if level == "ERROR" {
             self.st.logs.stderr.insert(0, line.clone());
             self.st.logs.stderr.truncate(MAX_LOG_LINES / 5);
@@ -193,7 +203,7 @@ impl Ctx<'_> {
         self.st
             .progress
             .errors
-            .push(msg.chars().take(MAX_LINE_LEN).collect());
+            .push(one_line(msg).chars().take(MAX_LINE_LEN).collect());
         let n = self.st.progress.errors.len();
         if n > MAX_ERRORS {
             self.st.progress.errors.drain(0..n - MAX_ERRORS);
@@ -232,6 +242,20 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// A message made safe for one log line: control characters (newlines included, which
+/// could forge lines) are shown escaped.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Validation the schema cannot express; each message names the field.
@@ -330,6 +354,24 @@ pub fn plan_with_refusal(
     now: Timestamp,
     refusal: Option<&str>,
 ) -> Plan {
+    // Within an attempt the work keeps the shape it started with.
+    let given = job;
+    let frozen;
+    let job = match job.status.as_ref() {
+        Some(st) if st.attempt == job.spec.attempt => match &st.shape {
+            Some(shape) if !shape.changed_in(&job.spec).is_empty() => {
+                let mut j = job.clone();
+                j.spec.job_type = shape.job_type;
+                j.spec.delay = shape.delay;
+                j.spec.limit = shape.limit;
+                j.spec.batch_size = shape.batch_size;
+                frozen = j;
+                &frozen
+            }
+            _ => job,
+        },
+        _ => job,
+    };
     let mut cx = Ctx {
         job,
         now,
@@ -339,6 +381,37 @@ pub fn plan_with_refusal(
         wake: None,
     };
     step(&mut cx, pods, id, admission, refusal);
+    let changed = match &cx.st.shape {
+        Some(shape) if cx.st.attempt == given.spec.attempt && !cx.st.state.is_final() => {
+            shape.changed_in(&given.spec)
+        }
+        _ => vec![],
+    };
+    let pending_change = cx
+        .st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == cond::SPEC_APPLIED && c.status == "False");
+    if !changed.is_empty() {
+        let msg = format!(
+            "changes to {} apply from the next attempt",
+            changed.join(", ")
+        );
+        let already = cx
+            .st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == cond::SPEC_APPLIED && c.message == msg);
+        if !already {
+            cx.log(
+                "WARNING",
+                &format!("The running attempt keeps its work: {msg}"),
+            );
+            cx.set_condition(cond::SPEC_APPLIED, false, "NextAttempt", &msg);
+        }
+    } else if pending_change {
+        cx.st.conditions.retain(|c| c.type_ != cond::SPEC_APPLIED);
+    }
     let mut plan = cx.plan;
     cx.st.observed_generation = job.metadata.generation;
     cx.st.progress.summary.status = cx.st.state;
@@ -433,7 +506,13 @@ fn step(
                     .iter()
                     .any(|p| p.stage == u.stage && p.unit == u.unit && p.try_no == u.tries)
         });
-        if cx.st.state == JobState::Created || (pods.is_empty() && !unseen) {
+        // Finished Pods stay (for their logs); the live ones go.
+        let live: Vec<PodObs> = pods
+            .iter()
+            .filter(|p| matches!(p.phase, PodPhase::Pending | PodPhase::Running))
+            .cloned()
+            .collect();
+        if cx.st.state == JobState::Created || (live.is_empty() && !unseen) {
             if cx.st.state != JobState::Canceling {
                 cx.log("INFO", "Canceled before any Pod ran");
             } else {
@@ -448,7 +527,7 @@ fn step(
             cx.set_state(JobState::Canceling);
             cx.log(
                 "WARNING",
-                &format!("Cancel requested: deleting {} Pod(s)", pods.len()),
+                &format!("Cancel requested: deleting {} running Pod(s)", live.len()),
             );
             cx.set_condition(
                 cond::CANCELED,
@@ -457,7 +536,7 @@ fn step(
                 "waiting for the job's Pods to be gone",
             );
         }
-        for p in &pods {
+        for p in &live {
             if !p.deleting {
                 cx.plan.delete.push(p.name.clone());
             }
@@ -497,6 +576,7 @@ fn step(
         }
         cx.set_state(JobState::Pending);
         cx.st.scheduled_at = Some(Time(cx.now));
+        cx.st.shape = Some(crate::crd::WorkShape::of(&cx.job.spec));
         cx.log("INFO", &format!("Job {job_id} queued"));
     }
 
@@ -670,7 +750,12 @@ fn run_stage(
     };
     match def.work {
         Work::Single if !has(&cx.st, "s") => {
-            let size = cx.st.total.or(cx.job.spec.limit).unwrap_or(0);
+            let size = cx
+                .st
+                .total
+                .or(cx.job.spec.limit)
+                .unwrap_or(0)
+                .clamp(0, MAX_TOTAL);
             push_unit(cx, def.key, "s", 0, size);
         }
         Work::Discover | Work::Batched { discover: true } if !has(&cx.st, "d") => {
@@ -689,11 +774,13 @@ fn run_stage(
             let total = cx
                 .st
                 .total
-                .unwrap_or_else(|| cx.job.spec.limit.unwrap_or(0));
+                .unwrap_or_else(|| cx.job.spec.limit.unwrap_or(0))
+                .clamp(0, MAX_TOTAL);
             cx.st.total = Some(total);
             let mut size = batch_size;
-            if total > size * cx.d.max_batches {
-                size = (total + cx.d.max_batches - 1) / cx.d.max_batches;
+            let max_batches = cx.d.max_batches.max(1);
+            if total > size.saturating_mul(max_batches) {
+                size = (total + max_batches - 1) / max_batches;
                 cx.log(
                     "WARNING",
                     &format!("Batch size raised from {batch_size} to {size} to keep {total} captures within {} batches", cx.d.max_batches),
@@ -1045,10 +1132,10 @@ fn on_unit_success(cx: &mut Ctx, u: &WorkUnit, _stage_idx: usize) {
         let reported = ["total", "total_images", "total_files", "total_records"]
             .iter()
             .find_map(|k| u.result.get(*k).copied());
-        let limit = cx.job.spec.limit;
+        let limit = cx.job.spec.limit.map(|l| l.clamp(1, MAX_TOTAL));
         let total = match (reported, limit) {
             (Some(t), Some(l)) => t.clamp(0, l),
-            (Some(t), None) => t.max(0),
+            (Some(t), None) => t.clamp(0, MAX_TOTAL),
             (None, l) => l.unwrap_or(0),
         };
         cx.st.total = Some(total);
@@ -1063,6 +1150,31 @@ fn on_unit_success(cx: &mut Ctx, u: &WorkUnit, _stage_idx: usize) {
         );
     }
 }
+
+/// The largest count a worker may report.
+pub const MAX_COUNT: i64 = 1_000_000_000_000;
+
+/// Result keys that are counts: a string there is an error, not a text.
+const COUNT_KEYS: &[&str] = &[
+    "total",
+    "total_images",
+    "total_files",
+    "total_records",
+    "processed",
+    "failed",
+    "detections",
+    "classifications",
+    "captures",
+    "captures_added",
+    "records_exported",
+    "captures_grouped",
+    "events_created",
+    "events_touched",
+    "empty_events_deleted",
+    "duplicate_timestamps",
+    "ungrouped_captures",
+    "captures_missing_timestamp",
+];
 
 /// A worker's result: its counts and its strings.
 pub type WorkerResult = (BTreeMap<String, i64>, BTreeMap<String, String>);
@@ -1090,15 +1202,27 @@ pub fn parse_result(raw: Option<&str>) -> Result<WorkerResult, String> {
             serde_json::Value::Number(n) => {
                 let n = n
                     .as_i64()
-                    .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-                    .ok_or_else(|| format!("{k}: {n} is not a count"))?;
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15)
+                            .map(|f| f as i64)
+                    })
+                    .ok_or_else(|| format!("{k}: {n} is not a whole count"))?;
                 if n < 0 {
                     return Err(format!("{k}: {n} is negative"));
                 }
+                if n > MAX_COUNT {
+                    return Err(format!("{k}: {n} is larger than {MAX_COUNT}"));
+                }
                 nums.insert(k.clone(), n);
             }
-            serde_json::Value::String(s) => {
-                text.insert(k.clone(), s.chars().take(1000).collect());
+            serde_json::Value::String(v) if COUNT_KEYS.contains(&k.as_str()) => {
+                return Err(format!(
+                    "{k}: {v:?} is a string; a count must be a JSON number"
+                ));
+            }
+            serde_json::Value::String(v) => {
+                text.insert(k.clone(), v.chars().take(1000).collect());
             }
             serde_json::Value::Null => {}
             other => return Err(format!("{k}: {other} is neither a count nor a string")),

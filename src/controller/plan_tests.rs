@@ -703,3 +703,169 @@ fn a_refused_pod_fails_the_job_with_the_servers_message() {
     assert!(p.status.logs.stderr[0].contains("violates PodSecurity"));
     assert!(p.create.is_empty());
 }
+
+// Found by a new user trying to break the product: each of these once failed.
+
+#[test]
+fn huge_totals_and_limits_never_overflow() {
+    // A limit far beyond the schema (written by bypassing it) and batchSize 1.
+    let mut spec = ml_spec();
+    spec["limit"] = serde_json::json!(i64::MAX);
+    spec["batchSize"] = 1.into();
+    let mut s = Sim::new(spec);
+    s.step();
+    s.set(PodPhase::Succeeded, Some(0), None);
+    s.step();
+    let batches = s.created.iter().filter(|r| r.stage == "process").count();
+    assert!(batches <= 1000, "{batches}");
+    assert_eq!(s.job.status.as_ref().unwrap().total, Some(MAX_TOTAL));
+    // A discovery reporting an absurd total: refused as a result.
+    let mut s = Sim::new(sync_spec());
+    s.job.spec.retries = Some(0);
+    s.step();
+    s.set(
+        PodPhase::Succeeded,
+        Some(0),
+        Some(&format!("{{\"total\": {}}}", i64::MAX)),
+    );
+    s.step();
+    assert_eq!(s.state(), JobState::Failure);
+    assert!(s.logs().contains("is larger than"), "{}", s.logs());
+}
+
+#[test]
+fn counts_must_be_whole_json_numbers() {
+    assert!(parse_result(Some(r#"{"processed": 1.5}"#))
+        .unwrap_err()
+        .contains("whole count"));
+    assert!(parse_result(Some(r#"{"total": "10"}"#))
+        .unwrap_err()
+        .contains("a count must be a JSON number"));
+    assert_eq!(
+        parse_result(Some(r#"{"processed": 2.0}"#)).unwrap().0["processed"],
+        2
+    );
+    assert_eq!(
+        parse_result(Some(r#"{"file_url": "s3://x"}"#)).unwrap().1["file_url"],
+        "s3://x"
+    );
+}
+
+#[test]
+fn names_cannot_forge_log_lines() {
+    let mut spec = ml_spec();
+    spec["name"] = "evil\n[2026-01-01 00:00:00] ERROR forged".into();
+    let mut s = Sim::new(spec);
+    s.step();
+    let st = s.job.status.clone().unwrap();
+    assert!(st.logs.stdout.iter().all(|l| !l.contains('\n')));
+    assert!(st
+        .logs
+        .stdout
+        .iter()
+        .any(|l| l.contains("evil\\n[2026-01-01")));
+    assert_eq!(one_line("a\u{0}b\tc"), "a\\u{0}b\\tc");
+}
+
+#[test]
+fn work_shape_changes_wait_for_the_next_attempt() {
+    let mut s = Sim::new(ml_spec());
+    s.step();
+    s.set(PodPhase::Succeeded, Some(0), None);
+    s.step();
+    // Mid-run: another type, another limit.
+    s.job.spec.job_type = crate::crd::JobType::PostProcessing;
+    s.job.spec.limit = Some(5);
+    s.step();
+    assert!(s.has_condition(cond::SPEC_APPLIED, "NextAttempt"));
+    assert!(s
+        .logs()
+        .contains("changes to jobType, limit apply from the next attempt"));
+    let w = s.writes;
+    s.step();
+    assert_eq!(s.writes, w, "the notice is written once");
+    let mut prog = vec![];
+    s.run_to_end(&mut prog);
+    assert_eq!(s.state(), JobState::Success);
+    let keys: Vec<_> = s
+        .job
+        .status
+        .as_ref()
+        .unwrap()
+        .progress
+        .stages
+        .iter()
+        .map(|s| s.key.clone())
+        .collect();
+    assert_eq!(keys, ["collect", "process", "results"]);
+    assert_eq!(s.param("process", "processed"), 100);
+    // The next attempt takes the new shape.
+    s.job.spec.attempt = 2;
+    s.run_to_end(&mut prog);
+    let keys: Vec<_> = s
+        .job
+        .status
+        .as_ref()
+        .unwrap()
+        .progress
+        .stages
+        .iter()
+        .map(|s| s.key.clone())
+        .collect();
+    assert_eq!(keys, ["post_processing"]);
+    assert!(!s.has_condition(cond::SPEC_APPLIED, "NextAttempt"));
+}
+
+#[test]
+fn cancel_keeps_finished_pods_for_their_logs() {
+    let mut s = Sim::new(ml_spec());
+    s.step();
+    s.set(PodPhase::Succeeded, Some(0), None); // the discovery Pod
+    s.step();
+    s.set(PodPhase::Running, None, None);
+    s.step();
+    s.job.spec.cancel = true;
+    let p = plan(
+        &s.job,
+        &s.obs(),
+        Some(630),
+        Admission::Admitted,
+        &s.d,
+        s.now,
+    );
+    assert_eq!(
+        p.delete.len(),
+        2,
+        "only the two running batch Pods go: {:?}",
+        p.delete
+    );
+    assert!(p.delete.iter().all(|n| n.contains("process")));
+    s.step();
+    s.step();
+    assert_eq!(s.state(), JobState::Revoked);
+    assert!(
+        s.pods.values().any(|p| p.stage == "collect"),
+        "the finished Pod stays"
+    );
+}
+
+#[test]
+fn a_pod_deleted_before_it_ended_is_a_failed_try_at_once() {
+    let mut s = Sim::new(ml_spec());
+    s.step();
+    s.set(PodPhase::Running, None, None);
+    s.step();
+    // The reconciler reports a deleted Pod in its last state as Failed and deleting.
+    for p in s.pods.values_mut() {
+        p.phase = PodPhase::Failed;
+        p.deleting = true;
+        p.message = Some("the Pod was deleted before it finished".into());
+    }
+    s.step();
+    assert_eq!(s.state(), JobState::Retry);
+    assert!(
+        s.logs().contains("deleted before it finished"),
+        "{}",
+        s.logs()
+    );
+}

@@ -55,6 +55,7 @@ pub struct CaptureJobSpec {
     /// Display name of the job, 1 to 255 characters.
     #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new("!self.matches('^\\\\s*$')").message("spec.name must not be blank"))]
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\x00-\\\\x1f\\\\x7f]')").message("spec.name must not contain control characters"))]
     pub name: String,
 
     /// Kind of work: ml, data_storage_sync, populate_captures_collection, regroup_events,
@@ -87,9 +88,9 @@ pub struct CaptureJobSpec {
     #[schemars(range(min = 0, max = 604800))]
     pub delay: i64,
 
-    /// Cap on the number of captures processed; at least 1. Unset = no cap.
+    /// Cap on the number of captures processed, 1 to 1,000,000,000. Unset = no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000000))]
     pub limit: Option<i64>,
 
     /// Shuffle the captures with a seed kept in status.seed, so that a batch Pod and its
@@ -414,6 +415,10 @@ pub struct CaptureJobStatus {
     /// The seed the captures are shuffled with in this attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// The fields that shape the work, as the attempt started with them; changes to them
+    /// in the spec apply from the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<WorkShape>,
     /// The number of captures the attempt works on, once discovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<i64>,
@@ -432,6 +437,53 @@ pub struct CaptureJobStatus {
     /// Conditions, by Kubernetes conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The work-defining fields of a spec, frozen for an attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkShape {
+    /// spec.jobType of the attempt.
+    pub job_type: JobType,
+    /// spec.delay of the attempt.
+    #[serde(default)]
+    pub delay: i64,
+    /// spec.limit of the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// spec.batchSize of the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<i32>,
+}
+
+impl WorkShape {
+    /// The shape of a spec.
+    pub fn of(spec: &CaptureJobSpec) -> Self {
+        WorkShape {
+            job_type: spec.job_type,
+            delay: spec.delay,
+            limit: spec.limit,
+            batch_size: spec.batch_size,
+        }
+    }
+
+    /// Names of the spec fields that differ from this shape.
+    pub fn changed_in(&self, spec: &CaptureJobSpec) -> Vec<&'static str> {
+        let mut out = vec![];
+        if self.job_type != spec.job_type {
+            out.push("jobType");
+        }
+        if self.delay != spec.delay {
+            out.push("delay");
+        }
+        if self.limit != spec.limit {
+            out.push("limit");
+        }
+        if self.batch_size != spec.batch_size {
+            out.push("batchSize");
+        }
+        out
+    }
 }
 
 /// Progress of a job as the old API shows it.
