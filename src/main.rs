@@ -209,14 +209,26 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
         None => Api::all(client.clone()),
     };
     // The installer owns the CRD: refuse to start without it.
-    if let Err(e) = jobs_api
+    match jobs_api
         .list_metadata(&ListParams::default().limit(1))
         .await
     {
-        anyhow::bail!(
-            "cannot list capturejobs.antenna.insectai.org ({e}); is the CRD installed? \
-             kubectl apply --server-side -f crds/ (or install the Helm chart)"
-        );
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => anyhow::bail!(
+            "capturejobs.antenna.insectai.org is not served ({}); install the CRD: \
+             kubectl apply --server-side -f crds/ (or install the Helm chart)",
+            e.message
+        ),
+        Err(e) => anyhow::bail!("cannot list capturejobs.antenna.insectai.org: {e}"),
+    }
+    if let Some(ns) = &o.namespace {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let lp = ListParams::default().fields(&format!("metadata.name={ns}"));
+        if let Ok(list) = namespaces.list_metadata(&lp).await {
+            if list.items.is_empty() {
+                tracing::warn!(namespace = %ns, "the watched namespace does not exist (yet): no job is seen until it does");
+            }
+        }
     }
     let metrics = Arc::new(Metrics::default());
     let ids = Arc::new(IdAllocator::new(

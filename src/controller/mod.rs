@@ -218,6 +218,21 @@ fn admission(ctx: &Context, job: &CaptureJob) -> Admission {
     }
 }
 
+/// A job's place in the queue: when it was queued, then its id, then its uid.
+fn queue_key(j: &CaptureJob) -> (Timestamp, i64, String) {
+    let since = j
+        .status
+        .as_ref()
+        .and_then(|s| s.scheduled_at.as_ref().map(|t| t.0))
+        .or(j.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_default();
+    (
+        since,
+        j.job_id().unwrap_or(i64::MAX),
+        j.uid().unwrap_or_default(),
+    )
+}
+
 /// Whether `job` may start among `all` jobs with at most `limit` running: jobs that
 /// requested Pods count as running; jobs waiting to start (valid, started, not canceled)
 /// queue in order of their queueing time, then id.
@@ -251,17 +266,7 @@ pub fn admission_among(all: &[Arc<CaptureJob>], job: &CaptureJob, limit: usize) 
             && (fresh_attempt || matches!(st, JobState::Created | JobState::Pending))
             && !requested(j);
         if waiting {
-            let since = j
-                .status
-                .as_ref()
-                .and_then(|s| s.scheduled_at.as_ref().map(|t| t.0))
-                .or(j.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                .unwrap_or_default();
-            queue.push((
-                since,
-                j.job_id().unwrap_or(i64::MAX),
-                j.uid().unwrap_or_default(),
-            ));
+            queue.push(queue_key(j));
         } else if matches!(
             st,
             JobState::Pending | JobState::Started | JobState::Retry | JobState::Canceling
@@ -548,11 +553,8 @@ fn wake_queued(jobs: &Store<CaptureJob>, feed: &JobFeed, limit: Option<usize>) {
             })
         })
         .collect();
-    queued.sort_by_key(|j| {
-        j.status
-            .as_ref()
-            .and_then(|s| s.scheduled_at.as_ref().map(|t| t.0))
-    });
+    // The same order as admission's, so that the jobs woken are the ones it lets in.
+    queued.sort_by_cached_key(|j| queue_key(j));
     for j in queued.into_iter().take(limit.max(1)) {
         feed.send(j);
     }
