@@ -173,21 +173,11 @@ impl ApiState {
             return Err(ApiError::NotFound);
         }
         let id: i64 = raw.parse().map_err(|_| ApiError::NotFound)?;
+        // Ids are unique (the controller sees to it): the first match, found without
+        // copying the cache.
         self.inner
             .jobs
-            .state()
-            .into_iter()
-            .filter(|j| j.job_id() == Some(id))
-            .min_by(|a, b| {
-                let key = |j: &CaptureJob| {
-                    (
-                        serialize::created_at(j),
-                        j.metadata.namespace.clone(),
-                        j.metadata.name.clone(),
-                    )
-                };
-                key(a).cmp(&key(b))
-            })
+            .find(|j| j.job_id() == Some(id))
             .ok_or(ApiError::NotFound)
     }
 

@@ -493,6 +493,23 @@ fn key(field: SortField, job: &CaptureJob) -> Option<Key> {
     }
 }
 
+/// Compares precomputed sort keys term by term, nulls last in both directions.
+fn compare_keys(ordering: &[(SortField, bool)], a: &[Option<Key>], b: &[Option<Key>]) -> Ordering {
+    for ((_, desc), (x, y)) in ordering.iter().zip(a.iter().zip(b.iter())) {
+        let o = match (x, y) {
+            (Some(x), Some(y)) if *desc => y.cmp(x),
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
 /// Compares two jobs by the ordering terms, nulls last in both directions, then by id
 /// descending (so pages are stable).
 pub fn compare(ordering: &[(SortField, bool)], a: Entry<'_>, b: Entry<'_>) -> Ordering {
@@ -527,14 +544,29 @@ pub struct Page<T> {
 /// Filters, sorts and cuts `jobs` into the page `p` asks for. `q` is the request's query (the
 /// links keep its other parameters).
 pub fn select<'a>(jobs: Vec<Entry<'a>>, p: &ListParams, q: &Query, now_us: i64) -> Page<Entry<'a>> {
-    let mut jobs: Vec<Entry<'a>> = jobs
+    // Each job's sort keys are computed once (not per comparison), and only the first
+    // offset + limit jobs are put in order (a selection, then a sort of those).
+    let mut keyed: Vec<(Vec<Option<Key>>, Entry<'a>)> = jobs
         .into_iter()
         .filter(|(j, _)| matches(&p.filters, j, now_us))
+        .map(|e| (p.ordering.iter().map(|(f, _)| key(*f, e.0)).collect(), e))
         .collect();
-    jobs.sort_by(|a, b| compare(&p.ordering, *a, *b));
-    let count = jobs.len();
+    let cmp = |a: &(Vec<Option<Key>>, Entry<'a>), b: &(Vec<Option<Key>>, Entry<'a>)| {
+        compare_keys(&p.ordering, &a.0, &b.0).then_with(|| b.1 .1.cmp(&a.1 .1))
+    };
+    let count = keyed.len();
     let end = p.offset.saturating_add(p.limit);
-    let items: Vec<Entry<'a>> = jobs.into_iter().skip(p.offset).take(p.limit).collect();
+    if end > 0 && end < count {
+        keyed.select_nth_unstable_by(end - 1, cmp);
+        keyed.truncate(end);
+    }
+    keyed.sort_by(cmp);
+    let items: Vec<Entry<'a>> = keyed
+        .into_iter()
+        .skip(p.offset)
+        .take(p.limit)
+        .map(|(_, e)| e)
+        .collect();
     let next = (end < count).then(|| q.with_page(p.limit, Some(end)));
     let previous = if p.offset == 0 {
         None
