@@ -26,3 +26,11 @@ cluster-down:
 ## cluster-status: what runs
 cluster-status:
 	bash scripts/dev-cluster.sh status
+
+## bench: throughput and API cost vs the Job controller, the limit, facade load, memory (docs/bench.md);
+##        make bench [N=1000] [REPEAT=2] [PARTS=single,multi,limit,memory,facade[,exec]] [PROFILE=1] ...
+.PHONY: bench
+bench:
+	cargo build --release
+	cd bench/loadgen && cargo build --release   # its .cargo/config.toml shares target/
+	python3 bench/bench.py
