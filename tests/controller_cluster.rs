@@ -981,7 +981,10 @@ async fn a_queue_of_jobs_drains_as_slots_free() {
     let (_t, _op, jobs) = setup("queue-drain", &["--max-running-jobs", "1"]).await;
     let names: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
     for n in &names {
-        let j = job(n, serde_json::json!({"name": n, "jobType": "regroup_events", "project": {"id": 1}}));
+        let j = job(
+            n,
+            serde_json::json!({"name": n, "jobType": "regroup_events", "project": {"id": 1}}),
+        );
         jobs.create(&PostParams::default(), &j).await.unwrap();
     }
     // Six one-second jobs one after the other: far less than the 30 s a single periodic
@@ -989,7 +992,14 @@ async fn a_queue_of_jobs_drains_as_slots_free() {
     let started = std::time::Instant::now();
     for n in &names {
         let left = Duration::from_secs(45).saturating_sub(started.elapsed());
-        let j = wait_for(&jobs, n, "final", left.max(Duration::from_secs(1)), is_final).await;
+        let j = wait_for(
+            &jobs,
+            n,
+            "final",
+            left.max(Duration::from_secs(1)),
+            is_final,
+        )
+        .await;
         assert_eq!(j.state(), JobState::Success);
     }
 }
