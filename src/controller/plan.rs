@@ -186,6 +186,13 @@ impl Ctx<'_> {
         }
     }
 
+    fn has_condition(&self, type_: &str, status: &str) -> bool {
+        self.st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status)
+    }
+
     fn wake_at(&mut self, t: Timestamp) {
         self.wake = Some(match self.wake {
             Some(w) if w <= t => w,
@@ -387,11 +394,7 @@ pub fn plan_with_refusal(
         }
         _ => vec![],
     };
-    let pending_change = cx
-        .st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == cond::SPEC_APPLIED && c.status == "False");
+    let pending_change = cx.has_condition(cond::SPEC_APPLIED, "False");
     if !changed.is_empty() {
         let msg = format!(
             "changes to {} apply from the next attempt",
@@ -560,12 +563,7 @@ fn step(
         }
         return;
     }
-    if cx
-        .st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == cond::VALID && c.status == "False")
-    {
+    if cx.has_condition(cond::VALID, "False") {
         cx.set_condition(cond::VALID, true, "Valid", "");
         cx.log("INFO", "Spec is valid again");
     }
@@ -592,12 +590,7 @@ fn step(
             return queued_wait(cx, position, queued, limit);
         }
     }
-    if cx
-        .st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == cond::QUEUED && c.status == "True")
-    {
+    if cx.has_condition(cond::QUEUED, "True") {
         cx.set_condition(cond::QUEUED, false, "Admitted", "a slot is free");
         cx.log("INFO", "A slot is free: starting");
     }
@@ -1025,12 +1018,7 @@ fn drive_unit(cx: &mut Ctx, k: usize, stage_idx: usize, pods: &[PodObs], slots: 
                 cx.st.units[k].phase = UnitPhase::Running;
                 cx.st.progress_at = Some(Time(cx.now));
             }
-            if cx
-                .st
-                .conditions
-                .iter()
-                .any(|c| c.type_ == cond::SCHEDULED && c.status == "False")
-            {
+            if cx.has_condition(cond::SCHEDULED, "False") {
                 cx.set_condition(cond::SCHEDULED, true, "Scheduled", "");
             }
             if cx.st.started_at.is_none() {
