@@ -353,6 +353,7 @@ async fn serve(o: Opts, with_controller: bool, with_api: bool) -> anyhow::Result
             metrics: metrics.clone(),
             refusals: Default::default(),
             feed: feed.clone(),
+            written: Default::default(),
         });
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));

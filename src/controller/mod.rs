@@ -198,6 +198,9 @@ pub struct Context {
     pub refusals: Mutex<HashMap<String, String>>,
     /// The controller's trigger feed (to wake queued jobs when a slot frees).
     pub feed: JobFeed,
+    /// The resourceVersion of each job's last status write, to skip planning from a cache
+    /// that has not caught up with it yet (which could only end in a 409).
+    pub written: Mutex<HashMap<String, u64>>,
 }
 
 /// Drops what the operator never reads from cached objects (managedFields, the
@@ -317,10 +320,12 @@ async fn ensure_id(job: Arc<CaptureJob>, ctx: &Context) -> Result<(Arc<CaptureJo
     let label = label_id(&job);
     let uid = job.uid();
     let taken = |id: i64| {
-        ctx.jobs.state().iter().any(|o| {
-            o.uid() != uid
-                && (o.status.as_ref().and_then(|s| s.id) == Some(id) || label_id(o) == Some(id))
-        })
+        ctx.jobs
+            .find(|o| {
+                o.uid() != uid
+                    && (o.status.as_ref().and_then(|s| s.id) == Some(id) || label_id(o) == Some(id))
+            })
+            .is_some()
     };
     let id = match job.status.as_ref().and_then(|s| s.id) {
         Some(id) if label == Some(id) => return Ok((job, id)),
@@ -362,6 +367,27 @@ async fn ensure_id(job: Arc<CaptureJob>, ctx: &Context) -> Result<(Arc<CaptureJo
     Ok((Arc::new(slim(updated)), id))
 }
 
+fn parse_rv(job: &CaptureJob) -> Option<u64> {
+    job.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether the cached job is older than our last status write of it. (etcd's revisions
+/// order resourceVersions; where one does not parse as a number, we plan anyway.)
+fn cache_is_behind(job: &CaptureJob, ctx: &Context) -> bool {
+    let (Some(uid), Some(cached)) = (job.uid(), parse_rv(job)) else {
+        return false;
+    };
+    let mut written = ctx.written.lock().expect("written lock");
+    match written.get(&uid) {
+        Some(w) if cached < *w => true,
+        Some(_) => {
+            written.remove(&uid);
+            false
+        }
+        None => false,
+    }
+}
+
 /// One reconcile of one job.
 pub async fn reconcile(job: Arc<CaptureJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = std::time::Instant::now();
@@ -388,6 +414,10 @@ pub async fn reconcile(job: Arc<CaptureJob>, ctx: Arc<Context>) -> Result<Action
 async fn reconcile_inner(job: Arc<CaptureJob>, ctx: &Context) -> Result<Action, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    if cache_is_behind(&job, ctx) {
+        // The watch event of our own write is on its way and will trigger the next plan.
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     if !ctx.pods.synced() {
         // Planning without the Pods would take Pods that exist for lost ones.
@@ -476,7 +506,11 @@ async fn apply(job: &CaptureJob, id: i64, plan: Plan, ctx: &Context) -> Result<A
             .replace_status(&name, &PostParams::default(), &next)
             .await
         {
-            Ok(_) => {}
+            Ok(written) => {
+                if let (Some(uid), Some(rv)) = (written.uid(), parse_rv(&written)) {
+                    ctx.written.lock().expect("written lock").insert(uid, rv);
+                }
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // Our view was stale: the newer object triggers another reconcile.
                 ctx.metrics.error("conflict");
