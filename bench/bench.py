@@ -77,6 +77,7 @@ CFG = {
 }
 
 T_START = time.time()
+STAMP = datetime.datetime.fromtimestamp(T_START).strftime("%Y%m%d-%H%M%S")
 
 
 def log(msg):
@@ -336,7 +337,7 @@ def attribute(before, after, kind, client_reads):
     d = delta(before["server"], after["server"])
     sched = delta(before["sched"], after["sched"])
     client_res = {"ours": "capturejobs", "theirs": "jobs", "pods": "pods"}[kind]
-    roles = {"controller": {}, "client": {}, "scheduler": {}, "kwok": {}, "other": {}}
+    roles = {"controller": {}, "client": {}, "scheduler": {}, "kwok": {}, "gc": {}, "other": {}}
     bindings = sum(v for k, v in d.items() if k.split("|")[2:] == ["pods", "binding"])
     sched_writes = sched.get("POST", 0) + sched.get("PATCH", 0) + sched.get("PUT", 0)
     sched_events = max(0.0, sched_writes - bindings)
@@ -354,6 +355,11 @@ def attribute(before, after, kind, client_reads):
             add("client", key, c)
             if v - c:
                 add("controller", key, v - c)
+        elif res == "capturejobs" and sub == "" and verb == "GET":
+            # The operator never GETs a CaptureJob (it reads its cache); these are the
+            # controller-manager's garbage collector checking the owners of our Pods, and
+            # they can fall into a later phase's window.
+            add("gc", key, v)
         elif res == "pods" and sub == "binding":
             add("scheduler", key, v)
         elif (res == "pods" and sub == "status") or res in ("nodes", "leases"):
@@ -687,11 +693,16 @@ def exec_at_scale(cluster):
     op = Operator("run", ns, "exec")
     try:
         before = snapshot(cluster, op)
+        perf = Perf(op.proc.pid, "exec")
         res = loadgen("capturejobs", *common_args(ns, CFG["mem_n"], prefix="x"),
                       "--shape", "single")
         time.sleep(CFG["settle"])
+        top = perf.stop()
         after = snapshot(cluster, op)
         out = {"loadgen": res, "proc": op.stats(), "operator": op_delta(before, after),
+               "perf_top": top,
+               "cache_jobs": loadgen("cachesize", "--namespace", ns),
+               "cache_pods": loadgen("cachesize", "--namespace", ns, "--pods"),
                "roles": attribute(before, after, "ours", res["client_requests"]["list"]),
                "cpu": delta(before["cpu"], after["cpu"]),
                "foreign": foreign_cores(before, after, own_pids(cluster, op))}
@@ -1099,12 +1110,43 @@ def report(R):
                 p(line[:150])
             p("```")
             p("")
-        if ex:
-            lg = ex["loadgen"]
-            p(f"Executed at scale: {lg['created']} single-Pod CaptureJobs in {lg['wall_s']:.0f} s "
-              f"= {lg['per_s']:.1f} jobs/s, job latency p50 {f1(lg['latency_p50_s'])} s, p99 "
-              f"{f1(lg['latency_p99_s'])} s; states {lg['states']}.")
+    ex = R.get("exec")
+    if ex:
+        lg = ex["loadgen"]
+        n_ = lg["created"]
+        s_ = ex["proc"]
+        p(f"## Executed at scale: {n_} single-Pod CaptureJobs that run (`run`)")
+        p("")
+        p(f"- {lg['wall_s']:.0f} s = **{lg['per_s']:.1f} jobs/s**, job latency p50 "
+          f"{f1(lg['latency_p50_s'])} s, p99 {f1(lg['latency_p99_s'])} s; states "
+          f"{lg['states']}; creates at {lg['create_per_s']:.0f}/s.")
+        p(f"- Operator peak RSS **{mib(s_['VmHWM']):.1f} MiB** (target < 150 MiB: "
+          f"{mark(mib(s_['VmHWM']) < 150)}), CPU {s_['cpu_s']:.0f} s = "
+          f"{s_['cpu_s'] / n_ * 1000:.1f} ms per job.")
+        cj, cp = ex.get("cache_jobs"), ex.get("cache_pods")
+        if cj and cp:
+            p(f"- What the caches hold at the end (counting allocator): {cj['objects']} jobs × "
+              f"{cj['heap_bytes_per_object'] / 1024:.1f} KiB = {cj['heap_bytes'] / 2**20:.1f} MiB, "
+              f"{cp['objects']} Pods × {cp['heap_bytes_per_object'] / 1024:.1f} KiB = "
+              f"{cp['heap_bytes'] / 2**20:.1f} MiB; the rest of the RSS, "
+              f"{(s_['VmRSS'] * 1024 - cj['heap_bytes'] - cp['heap_bytes']) / 2**20:.1f} MiB, is "
+              f"the process itself, allocator slack and other state.")
+        od = ex["operator"]
+        req = ", ".join(f"{k} {v / n_:.2f}" for k, v in sorted(od["api_requests"].items()))
+        errs = {k: round(v / n_, 2) for k, v in od["errors"].items()}
+        mean = od["duration_sum"] / (od["duration_count"] or 1) * 1000
+        cpu = ", ".join(f"{k} {v / n_ * 1000:.1f}" for k, v in sorted(ex["cpu"].items()))
+        p(f"- Per job: {od['reconciles'] / n_:.1f} reconciles (mean {mean:.0f} ms), requests "
+          f"{req}; reconcile errors {errs or 'none'}; CPU ms per job: {cpu}.")
+        if ex.get("perf_top"):
             p("")
+            p("perf, operator during the run (self time, top symbols):")
+            p("")
+            p("```")
+            for line in ex["perf_top"]:
+                p(line[:150])
+            p("```")
+        p("")
     return "\n".join(L) + "\n"
 
 
@@ -1151,7 +1193,12 @@ def main():
     try:
         cluster.up()
         kubectl("apply", "--server-side", "--force-conflicts", "-f", os.path.join(REPO, "crds"))
-        kubectl("wait", "--for=condition=Established", "crd/capturejobs.antenna.insectai.org")
+        t = time.time()
+        while kubectl("wait", "--for=condition=Established", "--timeout=10s",
+                      "crd/capturejobs.antenna.insectai.org", check=False).returncode != 0:
+            if time.time() - t > 60:
+                raise RuntimeError("the CaptureJob CRD is not Established after 60 s")
+            time.sleep(0.5)
         if kubectl("get", "namespace", "bench-system", check=False).returncode != 0:
             kubectl("create", "namespace", "bench-system")
         n = CFG["n"]
@@ -1176,7 +1223,7 @@ def main():
         ok = True
     finally:
         R["total_s"] = time.time() - T_START
-        raw = os.path.join(CFG["work"], "raw.json")
+        raw = os.path.join(CFG["work"], f"raw-{STAMP}.json")
         with open(raw, "w") as f:
             json.dump(R, f, indent=1, default=lambda o: str(o))
         if not CFG["keep_cluster"]:
@@ -1187,8 +1234,11 @@ def main():
     if ok:
         md = report(R)
         os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-        path = os.path.join(REPO, "bench", "results",
-                            datetime.date.fromtimestamp(T_START).isoformat() + ".md")
+        # The full default run is bench/results/<date>.md; other runs get a suffix.
+        name = datetime.date.fromtimestamp(T_START).isoformat()
+        if CFG["parts"] != ALL_PARTS or CFG["n"] != 1000 or CFG["mem_n"] != 10000:
+            name += f"-{'-'.join(CFG['parts'])}-n{CFG['n']}"
+        path = os.path.join(REPO, "bench", "results", name + ".md")
         with open(path, "w") as f:
             f.write(md)
         print(md)

@@ -156,6 +156,10 @@ enum Cmd {
         /// Namespace.
         #[arg(long)]
         namespace: String,
+        /// Measure the namespace's Pods (managedFields dropped, as the operator's Pod
+        /// cache keeps them) instead of its CaptureJobs.
+        #[arg(long)]
+        pods: bool,
     },
     /// HTTP/1.1 keep-alive load against one server on loopback.
     Http {
@@ -240,7 +244,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<Value> {
             )
             .await
         }
-        Cmd::Cachesize { namespace } => cachesize(&namespace).await,
+        Cmd::Cachesize { namespace, pods } => {
+            let client = Client::try_default().await?;
+            if pods {
+                cachesize::<Pod>(Api::namespaced(client, &namespace), |mut p| {
+                    p.metadata.managed_fields = None;
+                    p
+                })
+                .await
+            } else {
+                cachesize::<CaptureJob>(
+                    Api::namespaced(client, &namespace),
+                    antenna_operator::controller::slim,
+                )
+                .await
+            }
+        }
         Cmd::Http {
             addr,
             paths,
@@ -250,22 +269,28 @@ async fn run(cmd: Cmd) -> anyhow::Result<Value> {
     }
 }
 
-/// Lists the namespace's CaptureJobs (pages of 500), keeps them slimmed in a reflector
-/// store like the operator's cache, and reports the heap bytes they hold.
-async fn cachesize(namespace: &str) -> anyhow::Result<Value> {
-    let client = Client::try_default().await?;
-    let api: Api<CaptureJob> = Api::namespaced(client, namespace);
-    let (reader, mut writer) = kube::runtime::reflector::store::<CaptureJob>();
+/// Lists a namespace's objects (pages of 500), keeps them as the operator's caches do
+/// (`keep` slims each one) in a reflector store, and reports the heap bytes they hold.
+async fn cachesize<K>(api: Api<K>, keep: fn(K) -> K) -> anyhow::Result<Value>
+where
+    K: Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, mut writer) = kube::runtime::reflector::store::<K>();
     let base = alloc::allocated();
     let mut lp = kube::api::ListParams::default().limit(500);
     let mut json_bytes = 0usize;
     loop {
         let page = api.list(&lp).await?;
         let next = page.metadata.continue_.clone();
-        for j in page.items {
-            json_bytes += serde_json::to_vec(&j).map(|v| v.len()).unwrap_or(0);
-            let slim = antenna_operator::controller::slim(j);
-            writer.apply_watcher_event(&watcher::Event::Apply(slim));
+        for o in page.items {
+            json_bytes += serde_json::to_vec(&o).map(|v| v.len()).unwrap_or(0);
+            writer.apply_watcher_event(&watcher::Event::Apply(keep(o)));
         }
         match next {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
