@@ -1236,8 +1236,10 @@ def main():
         os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
         # The full default run is bench/results/<date>.md; other runs get a suffix.
         name = datetime.date.fromtimestamp(T_START).isoformat()
-        if CFG["parts"] != ALL_PARTS or CFG["n"] != 1000 or CFG["mem_n"] != 10000:
-            name += f"-{'-'.join(CFG['parts'])}-n{CFG['n']}"
+        if CFG["parts"] != ALL_PARTS:
+            name += "-" + "-".join(CFG["parts"])
+        if CFG["n"] != 1000 or CFG["mem_n"] != 10000:
+            name += f"-n{CFG['n']}-mem{CFG['mem_n']}"
         path = os.path.join(REPO, "bench", "results", name + ".md")
         with open(path, "w") as f:
             f.write(md)
