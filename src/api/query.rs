@@ -510,24 +510,6 @@ fn compare_keys(ordering: &[(SortField, bool)], a: &[Option<Key>], b: &[Option<K
     Ordering::Equal
 }
 
-/// Compares two jobs by the ordering terms, nulls last in both directions, then by id
-/// descending (so pages are stable).
-pub fn compare(ordering: &[(SortField, bool)], a: Entry<'_>, b: Entry<'_>) -> Ordering {
-    for (field, desc) in ordering {
-        let o = match (key(*field, a.0), key(*field, b.0)) {
-            (Some(x), Some(y)) if *desc => y.cmp(&x),
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    b.1.cmp(&a.1)
-}
-
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {

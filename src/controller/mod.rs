@@ -25,7 +25,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{CaptureJob, JobState, UnitPhase, LABEL_ID, LABEL_MANAGED_BY, MANAGER};
+use crate::crd::{CaptureJob, JobState, LABEL_ID, LABEL_MANAGED_BY, MANAGER};
 use crate::ids::{IdAllocator, IdError};
 use crate::metrics::Metrics;
 use plan::{Admission, Defaults, Plan};
@@ -598,19 +598,6 @@ fn error_policy(_job: Arc<CaptureJob>, err: &Error, ctx: Arc<Context>) -> Action
     ctx.metrics.error(err.kind());
     warn!(error = %err, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
-}
-
-/// Whether a unit's work is still open (used by tests and the facade's summaries).
-pub fn open_units(job: &CaptureJob) -> usize {
-    job.status
-        .as_ref()
-        .map(|s| {
-            s.units
-                .iter()
-                .filter(|u| !matches!(u.phase, UnitPhase::Succeeded | UnitPhase::Failed))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// A watcher config for the operator's own Pods.
